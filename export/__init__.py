@@ -1,0 +1,1 @@
+"""ipt-edge export side: training and ONNX export on PyTorch (imports torch)."""

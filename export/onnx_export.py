@@ -1,0 +1,285 @@
+"""Trace a checkpoint into a bundle: shared backbone graphs once, a small generator graph per task.
+
+    ipt-edge export checkpoints/sst2 -o bundle            # a new bundle, or a task added to one
+
+Before anything is committed, the staged bundle is opened with the real runtime (ipt_edge) and its
+logits on the checkpoint's sample inputs are compared with PyTorch's; beyond the tolerance the
+export is refused and nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from ipt_edge_export.checkpoint import Backbone, model_from_checkpoint, read_checkpoint
+from ipt_edge_export.model import IPTModel, position_offset
+from safetensors.torch import save_file
+from torch import nn
+
+from ipt_edge.atomic import share_files, temp_dir_beside
+from ipt_edge.bundle import (
+    MANIFEST,
+    TASK_NAME,
+    BackboneInfo,
+    Manifest,
+    TaskInfo,
+    file_record,
+    read_manifest,
+    write_manifest,
+)
+from ipt_edge.classifier import Classifier
+from ipt_edge.tokenization import TextEncoder
+
+OPSET = 17
+
+
+class ExportError(RuntimeError):
+    """The export was refused; nothing was written."""
+
+
+class EmbedGraph(nn.Module):
+    def __init__(self, word_embeddings: nn.Embedding):
+        super().__init__()
+        self.word_embeddings = word_embeddings
+
+    def forward(self, input_ids):  # [B, T] -> [B, T, H]
+        return self.word_embeddings(input_ids)
+
+
+class GeneratorGraph(nn.Module):
+    def __init__(self, model: IPTModel):
+        super().__init__()
+        self.generator = model.generator
+
+    def forward(self, input_ids, token_embeds, attention_mask):
+        prompt_embeds, layer_prompts = self.generator(input_ids, token_embeds, attention_mask)
+        return prompt_embeds if layer_prompts is None else (prompt_embeds, layer_prompts)
+
+
+def _export(
+    module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str], axes: dict
+) -> None:
+    # The legacy (TorchScript) exporter: ONNX Runtime's transformer optimizer fuses attention only
+    # in its graphs, and it keeps every dynamic axis dynamic (the dynamo exporter pins length-1 axes).
+    with torch.no_grad():
+        torch.onnx.export(
+            module, args, str(path), input_names=inputs, output_names=outputs,
+            dynamic_axes=axes, opset_version=OPSET, dynamo=False, do_constant_folding=True,
+        )  # fmt: skip
+
+
+def example_batch(model: IPTModel, tokenizer_path: Path, samples: list) -> tuple[torch.Tensor, ...]:
+    texts = [tuple(s) if isinstance(s, list) else s for s in samples]
+    batch = TextEncoder(tokenizer_path, model.config.max_length).encode(texts)
+    return tuple(torch.from_numpy(a) for a in (batch.input_ids, batch.attention_mask, batch.token_type_ids))
+
+
+def export_backbone(backbone: Backbone, folder: Path) -> None:
+    """embed.onnx, encoder.onnx and tokenizer.json: the frozen weights, once per bundle."""
+    model = backbone.model
+    hidden, layers = model.config.hidden_size, model.config.num_hidden_layers
+    batch, length, prompt = 2, 9, 3  # no axis of length 1 in the example
+    ids = torch.randint(5, model.config.vocab_size, (batch, length))
+    _export(EmbedGraph(model.embeddings.word_embeddings), (ids,), folder / "embed.onnx",
+            ["input_ids"], ["token_embeds"],
+            {"input_ids": {0: "batch", 1: "tokens"}, "token_embeds": {0: "batch", 1: "tokens"}})  # fmt: skip
+    from ipt_edge_export.model import PromptedEncoder
+
+    args = (
+        torch.randn(batch, length, hidden),  # token_embeds [B, T, H]
+        torch.ones(batch, length, dtype=torch.int64),  # attention_mask [B, T]
+        torch.zeros(batch, length, dtype=torch.int64),  # token_type_ids [B, T]
+        torch.randn(batch, prompt, hidden),  # prompt_embeds [B, P, H]
+        torch.zeros(batch, layers, prompt, hidden),  # layer_prompts [B or 1, L, P, H]
+    )
+    _export(
+        PromptedEncoder(model).eval(), args, folder / "encoder.onnx",
+        ["token_embeds", "attention_mask", "token_type_ids", "prompt_embeds", "layer_prompts"],
+        ["hidden"],
+        {
+            "token_embeds": {0: "batch", 1: "tokens"},
+            "attention_mask": {0: "batch", 1: "tokens"},
+            "token_type_ids": {0: "batch", 1: "tokens"},
+            "prompt_embeds": {0: "batch", 1: "prompts"},
+            "layer_prompts": {0: "prompt_batch", 2: "prompts"},
+            "hidden": {0: "batch", 1: "sequence"},
+        },
+    )  # fmt: skip
+    shutil.copyfile(backbone.tokenizer_path, folder / "tokenizer.json")
+
+
+def export_task(model: IPTModel, tokenizer_path: Path, samples: list, folder: Path) -> bool:
+    """tasks/<name>/generator.onnx and head.safetensors; True for a deep (per-layer) generator."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ids, mask, _ = example_batch(model, tokenizer_path, samples[:2])
+    token_embeds = model.word_embeddings(ids).detach()
+    deep = model.generator(ids, token_embeds, mask)[1] is not None
+    outputs = ["prompt_embeds", "layer_prompts"] if deep else ["prompt_embeds"]
+    axes = {
+        "input_ids": {0: "batch", 1: "tokens"},
+        "token_embeds": {0: "batch", 1: "tokens"},
+        "attention_mask": {0: "batch", 1: "tokens"},
+        **{name: {0: "batch"} for name in outputs},
+    }
+    _export(GeneratorGraph(model).eval(), (ids, token_embeds, mask), folder / "generator.onnx",
+            ["input_ids", "token_embeds", "attention_mask"], outputs, axes)  # fmt: skip
+    head = {"weight": model.head.weight.detach().contiguous(), "bias": model.head.bias.detach().contiguous()}
+    save_file(head, folder / "head.safetensors")
+    return deep
+
+
+@torch.inference_mode()
+def parity(model: IPTModel, classifier: Classifier, tokenizer_path: Path, samples: list) -> float:
+    """Max |logit difference| between PyTorch (one padded batch) and the runtime (its own batching)."""
+    expected = model(*example_batch(model, tokenizer_path, samples)).numpy()
+    texts = [tuple(s) if isinstance(s, list) else s for s in samples]
+    actual = classifier.logits(texts, batch_size=4)
+    return float(np.abs(expected - actual).max())
+
+
+@dataclass
+class ExportReport:
+    bundle: Path
+    task: str
+    parity_max_abs_diff: float
+    new_bundle: bool
+
+
+def backbone_info(backbone: Backbone) -> BackboneInfo:
+    identity = backbone.identity
+    return BackboneInfo(
+        name=identity["name"], model_type=identity["model_type"], sha256=identity["sha256"],
+        hidden_size=identity["hidden_size"], num_layers=identity["num_layers"],
+        vocab_size=identity["vocab_size"], max_positions=identity["max_positions"],
+        position_offset=position_offset(backbone.model.config), parameters=identity["parameters"],
+    )  # fmt: skip
+
+
+def task_info(model: IPTModel, folder: str, deep: bool, parity_diff: float) -> TaskInfo:
+    config = model.config
+    return TaskInfo(
+        generator=config.generator, prompt_length=config.prompt_length, deep=deep,
+        pooling=config.pooling, labels=list(config.labels),
+        label_values=list(config.label_values or config.labels), text_pair=config.text_pair,
+        max_length=config.max_length, tuned_parameters=model.tuned_parameter_count(),
+        parity_max_abs_diff=parity_diff, generator_file=f"{folder}/generator.onnx",
+        head_file=f"{folder}/head.safetensors",
+    )  # fmt: skip
+
+
+def _record_task(manifest: Manifest, root: Path, name: str, info: TaskInfo) -> None:
+    manifest.tasks[name] = info
+    for relative in (info.generator_file, info.head_file):
+        manifest.files[relative] = file_record(root / relative)
+
+
+def export_checkpoint(
+    checkpoint_dir: str | Path,
+    bundle_dir: str | Path,
+    task: str | None = None,
+    backbone: str | None = None,
+    replace_task: bool = False,
+    tolerance: float = 1e-4,
+    log=print,
+) -> ExportReport:
+    checkpoint = read_checkpoint(checkpoint_dir)
+    name = task or Path(checkpoint_dir).resolve().name
+    if not TASK_NAME.match(name):
+        raise ExportError(f"task name {name!r} is not allowed: letters, digits, '_', '.', '-' (pass --task)")
+    model, source = model_from_checkpoint(checkpoint, backbone)
+    samples = checkpoint.meta["samples"]
+    if len(samples) < 2:
+        raise ExportError(
+            f"{checkpoint_dir}: the checkpoint holds {len(samples)} sample inputs; parity needs 2+"
+        )
+    bundle_dir = Path(bundle_dir)
+    existing = bundle_dir.is_dir() and any(bundle_dir.iterdir())
+    if existing:
+        return _add_task(model, source, samples, bundle_dir, name, replace_task, tolerance, log)
+
+    log(f"exporting the backbone {source.identity['name']} and task {name!r} into a new bundle {bundle_dir}")
+    stage = temp_dir_beside(bundle_dir)
+    try:
+        export_backbone(source, stage)
+        deep = export_task(model, source.tokenizer_path, samples, stage / "tasks" / name)
+        manifest = Manifest(backbone=backbone_info(source))
+        for relative in manifest.shared_files():
+            manifest.files[relative] = file_record(stage / relative)
+        _record_task(manifest, stage, name, task_info(model, f"tasks/{name}", deep, float("nan")))
+        diff = _check_parity(model, stage, manifest, name, source, samples, tolerance)
+        manifest.tasks[name].parity_max_abs_diff = diff
+        write_manifest(stage, manifest)
+        share_files(stage)
+        if bundle_dir.is_dir():
+            bundle_dir.rmdir()  # existed, but empty
+        os.replace(stage, bundle_dir)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return ExportReport(bundle_dir, name, diff, new_bundle=True)
+
+
+def _check_parity(
+    model, root: Path, manifest: Manifest, name: str, source: Backbone, samples, tolerance
+) -> float:
+    classifier = Classifier(root, manifest, name)
+    diff = parity(model, classifier, source.tokenizer_path, samples)
+    if not diff <= tolerance:  # also catches NaN
+        raise ExportError(
+            f"parity check failed: ONNX Runtime logits differ from PyTorch by {diff:.3g} "
+            f"(tolerance {tolerance:g}) on {len(samples)} sample inputs; nothing was written"
+        )
+    return diff
+
+
+def _add_task(model, source: Backbone, samples, bundle_dir: Path, name: str, replace_task, tolerance, log):
+    if not (bundle_dir / MANIFEST).is_file():
+        raise ExportError(f"{bundle_dir} exists, is not empty and has no {MANIFEST}: not a bundle to add to")
+    manifest = read_manifest(bundle_dir)
+    if manifest.backbone.sha256 != source.identity["sha256"]:
+        raise ExportError(
+            f"{bundle_dir} holds backbone {manifest.backbone.name!r} ({manifest.backbone.sha256[:12]}…); "
+            f"this task was trained on {source.identity['name']!r} ({source.identity['sha256'][:12]}…)"
+        )
+    if name in manifest.tasks and not replace_task:
+        raise ExportError(
+            f"{bundle_dir} already has a task {name!r}; pass --replace to replace it, or --task NAME"
+        )
+    log(f"adding task {name!r} to {bundle_dir} (the backbone graphs are reused)")
+    tasks_dir = bundle_dir / "tasks"
+    final = tasks_dir / name
+    stage = temp_dir_beside(final)
+    old = None
+    try:
+        deep = export_task(model, source.tokenizer_path, samples, stage)
+        staged = replace(manifest, tasks=dict(manifest.tasks), files=dict(manifest.files))
+        _record_task(staged, bundle_dir, name, task_info(model, f"tasks/{stage.name}", deep, float("nan")))
+        diff = _check_parity(model, bundle_dir, staged, name, source, samples, tolerance)
+        share_files(stage)
+        if final.exists():
+            if name in manifest.tasks:  # --replace: keep the old files until the manifest moves on
+                old = temp_dir_beside(final)
+                os.replace(final, old / name)
+            else:  # left by an export that stopped before its manifest was written
+                shutil.rmtree(final)
+        os.replace(stage, final)
+        updated = replace(manifest, tasks=dict(manifest.tasks), files=dict(manifest.files))
+        for stale in ("generator_file", "head_file"):
+            if name in manifest.tasks:
+                updated.files.pop(getattr(manifest.tasks[name], stale), None)
+        _record_task(updated, bundle_dir, name, task_info(model, f"tasks/{name}", deep, diff))
+        write_manifest(bundle_dir, updated)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        if old is not None and not final.exists():
+            os.replace(old / name, final)
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    return ExportReport(bundle_dir, name, diff, new_bundle=False)

@@ -1,0 +1,255 @@
+"""Train a task: a generator and head on the frozen backbone, selected on a dev file.
+
+ipt-edge train train.tsv --dev dev.tsv -o checkpoints/sst2 --generator mlp
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from ipt_edge_export.checkpoint import DEFAULT_BACKBONE, load_backbone, save_checkpoint, text_budget
+from ipt_edge_export.model import IPTConfig, IPTModel, position_offset
+
+from ipt_edge.tables import TableError, TableReader, require_columns
+from ipt_edge.tokenization import Text, TextEncoder
+
+
+@dataclass
+class TrainOptions:
+    train_file: Path
+    out_dir: Path
+    dev_file: Path | None = None
+    text_column: str = "text"
+    text_pair_column: str | None = None
+    label_column: str = "label"
+    labels: str | None = None  # "neg,pos" or "0=negative,1=positive": order and display names
+    backbone: str = DEFAULT_BACKBONE
+    generator: str = "mlp"
+    prompt_length: int = 16
+    pooling: str = "mean"
+    max_length: int = 128
+    epochs: float = 2.0
+    batch_size: int = 32
+    lr: float = 5e-3
+    weight_decay: float = 0.01
+    warmup: float = 0.06  # share of steps with a linear warm-up
+    seed: int = 0
+    max_train_rows: int | None = None  # a seeded subsample, for quick runs
+    eval_every: int | None = None  # steps between dev evaluations (default: once per epoch)
+    threads: int | None = None
+
+
+@dataclass
+class Examples:
+    texts: list[Text]
+    labels: list[int]  # index into the label names
+
+
+def parse_labels(spec: str) -> tuple[list[str], list[str]]:
+    """'neg,pos' -> raw values and names alike; '0=negative,1=positive' -> raw ['0','1'], names."""
+    raw, names = [], []
+    for item in spec.split(","):
+        value, _, name = item.strip().partition("=")
+        if not value:
+            raise ValueError(f"--labels {spec!r}: empty label")
+        raw.append(value)
+        names.append(name or value)
+    if len(set(raw)) != len(raw) or len(raw) < 2:
+        raise ValueError(f"--labels {spec!r}: need at least two distinct labels")
+    return raw, names
+
+
+def read_examples(
+    path: Path, options: TrainOptions, raw_labels: list[str] | None
+) -> tuple[Examples, list[str]]:
+    """Rows of a labelled file; with `raw_labels` given, an unknown label is an error naming its line."""
+    texts: list[Text] = []
+    values: list[tuple[int, str]] = []
+    with TableReader(path) as reader:
+        columns = {"--text-column": options.text_column, "--label-column": options.label_column}
+        columns["--text-pair-column"] = options.text_pair_column
+        checked = False
+        for line, row in reader:
+            if not checked:
+                require_columns(path, reader.columns, columns)
+                checked = True
+            text = row[options.text_column]
+            if not text.strip():
+                raise TableError(f"{path}:{line}: column {options.text_column!r} is empty")
+            if options.text_pair_column:
+                pair = row[options.text_pair_column]
+                if not pair.strip():
+                    raise TableError(f"{path}:{line}: column {options.text_pair_column!r} is empty")
+                texts.append((text, pair))
+            else:
+                texts.append(text)
+            values.append((line, row[options.label_column].strip()))
+    if not texts:
+        raise TableError(f"{path}: no rows")
+    if raw_labels is None:
+        found = {value for _, value in values}
+        numeric = all(v.lstrip("-").isdigit() for v in found)
+        raw_labels = sorted(found, key=int) if numeric else sorted(found)
+        if len(raw_labels) < 2:
+            raise TableError(f"{path}: only one label ({raw_labels}) in column {options.label_column!r}")
+    index = {value: i for i, value in enumerate(raw_labels)}
+    labels = []
+    for line, value in values:
+        if value not in index:
+            raise TableError(f"{path}:{line}: label {value!r} is not one of the task's labels {raw_labels}")
+        labels.append(index[value])
+    return Examples(texts, labels), raw_labels
+
+
+def batches(order: Sequence[int], size: int) -> list[list[int]]:
+    return [list(order[i : i + size]) for i in range(0, len(order), size)]
+
+
+def to_tensors(encoder: TextEncoder, texts: Sequence[Text]) -> tuple[torch.Tensor, ...]:
+    batch = encoder.encode(texts)
+    return (
+        torch.from_numpy(batch.input_ids),
+        torch.from_numpy(batch.attention_mask),
+        torch.from_numpy(batch.token_type_ids),
+    )
+
+
+@torch.inference_mode()
+def evaluate(model: IPTModel, encoder: TextEncoder, examples: Examples, batch_size: int = 64) -> float:
+    """Accuracy; rows are sorted by length so padding stays small."""
+    was_training = model.training
+    model.eval()
+    order = sorted(range(len(examples.texts)), key=lambda i: len(str(examples.texts[i])))
+    correct = 0
+    for rows in batches(order, batch_size):
+        logits = model(*to_tensors(encoder, [examples.texts[i] for i in rows]))
+        predicted = logits.argmax(-1).tolist()
+        correct += sum(int(p == examples.labels[i]) for p, i in zip(predicted, rows, strict=True))
+    model.train(was_training)
+    return correct / len(examples.texts)
+
+
+def train(options: TrainOptions, progress: Callable[[str], None] = print) -> dict:
+    """Train, keep the best dev state, save the checkpoint; returns the training record."""
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    random.seed(options.seed)
+    np.random.seed(options.seed)
+    torch.manual_seed(options.seed)
+
+    raw_labels, label_names = parse_labels(options.labels) if options.labels else (None, None)
+    train_set, raw_labels = read_examples(options.train_file, options, raw_labels)
+    label_names = label_names or raw_labels
+    dev_set = read_examples(options.dev_file, options, raw_labels)[0] if options.dev_file else None
+    if options.max_train_rows and options.max_train_rows < len(train_set.texts):
+        keep = sorted(random.Random(options.seed).sample(range(len(train_set.texts)), options.max_train_rows))
+        train_set = Examples([train_set.texts[i] for i in keep], [train_set.labels[i] for i in keep])
+
+    backbone = load_backbone(options.backbone)
+    config = IPTConfig(
+        generator=options.generator,
+        prompt_length=options.prompt_length,
+        pooling=options.pooling,
+        labels=label_names,
+        label_values=raw_labels,
+        text_pair=options.text_pair_column is not None,
+        max_length=options.max_length,
+    )
+    config.max_length = text_budget(backbone.identity, config, position_offset(backbone.model.config))
+    model = IPTModel(backbone.model, config, seed=options.seed)
+    encoder = TextEncoder(backbone.tokenizer_path, config.max_length)
+    tuned = model.tuned_parameter_count()
+    share = tuned / backbone.identity["parameters"]
+    progress(
+        f"{options.generator}: {tuned:,} tuned parameters = {share:.2%} of the backbone "
+        f"({backbone.identity['parameters']:,}); {len(train_set.texts):,} training rows"
+    )
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=options.lr, weight_decay=options.weight_decay)
+    steps_per_epoch = math.ceil(len(train_set.texts) / options.batch_size)
+    total_steps = max(1, round(options.epochs * steps_per_epoch))
+    warmup = max(1, round(options.warmup * total_steps))
+
+    def lr_at(step: int) -> float:  # linear warm-up, then linear decay to zero
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
+    eval_every = options.eval_every or steps_per_epoch
+    shuffler = random.Random(options.seed)
+    best_state, best_dev, best_step = None, -1.0, 0
+    history: list[dict] = []
+    started = time.perf_counter()
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("training"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    # stderr, like every status line; evaluations are also printed as lines, which is what a log shows.
+    with Progress(*columns, TextColumn("{task.fields[status]}"), console=Console(stderr=True)) as bar:
+        job = bar.add_task("train", total=total_steps, status="")
+        step, running_loss = 0, None
+        model.train()
+        while step < total_steps:
+            order = list(range(len(train_set.texts)))
+            shuffler.shuffle(order)
+            for rows in batches(order, options.batch_size):
+                if step >= total_steps:
+                    break
+                inputs = to_tensors(encoder, [train_set.texts[i] for i in rows])
+                target = torch.tensor([train_set.labels[i] for i in rows])
+                loss = F.cross_entropy(model(*inputs), target)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+                optimizer.step()
+                scheduler.step()
+                step += 1
+                value = loss.item()
+                running_loss = value if running_loss is None else 0.98 * running_loss + 0.02 * value
+                status = f"loss {running_loss:.4f}"
+                if dev_set and (step % eval_every == 0 or step == total_steps):
+                    accuracy = evaluate(model, encoder, dev_set)
+                    history.append({"step": step, "loss": round(running_loss, 4), "dev_accuracy": accuracy})
+                    if accuracy > best_dev:
+                        best_dev, best_step = accuracy, step
+                        best_state = copy.deepcopy(model.tuned_state())
+                    bar.console.print(
+                        f"step {step}/{total_steps}: loss {running_loss:.4f}, dev accuracy {accuracy:.4f}"
+                    )
+                if history:
+                    status += f"  dev acc {history[-1]['dev_accuracy']:.4f} (best {best_dev:.4f})"
+                bar.update(job, advance=1, status=status)
+
+    if best_state is not None:
+        model.load_state_dict(best_state, strict=False)
+    model.eval()
+    seconds = time.perf_counter() - started
+    record = {
+        "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
+        "steps": total_steps,
+        "train_rows": len(train_set.texts),
+        "train_seconds": round(seconds, 1),
+        "best_step": best_step if best_state is not None else total_steps,
+        "dev_accuracy": best_dev if best_state is not None else None,
+        "history": history,
+        "tuned_share": share,
+    }
+    samples_from = dev_set or train_set
+    samples = [list(t) if isinstance(t, tuple) else t for t in samples_from.texts[:16]]
+    save_checkpoint(options.out_dir, model, backbone, record, samples)
+    if record["dev_accuracy"] is not None:
+        progress(f"best dev accuracy {best_dev:.4f} at step {record['best_step']}")
+    progress(f"saved checkpoint {options.out_dir} ({seconds:.0f} s)")
+    return record

@@ -1,0 +1,46 @@
+"""Write-then-rename helpers: an output is either the old good one or the new complete one."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def temp_dir_beside(target: Path) -> Path:
+    """A hidden, empty folder next to `target` (same filesystem, so a rename is atomic)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    path.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; a bundle is meant to be shared
+    return path
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Replace `path` with `text` in one rename, after the bytes are on disk."""
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temp, 0o666 & ~_umask())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def share_files(folder: Path) -> None:
+    """Give every file under `folder` the mode a plain write would have (some writers use 0600)."""
+    mode = 0o666 & ~_umask()
+    for path in folder.rglob("*"):
+        if path.is_file():
+            path.chmod(mode)
+        elif path.is_dir():
+            path.chmod(0o777 & ~_umask())

@@ -1,0 +1,242 @@
+"""The bundle format: what is in a bundle folder, and the checks before any of it is used.
+
+    bundle/
+      manifest.json                  this schema (FORMAT_VERSION), sha256 and size of every file
+      tokenizer.json                 shared
+      embed.onnx                     shared: input_ids [B,T] -> token_embeds [B,T,H]
+      encoder.onnx                   shared: token_embeds, masks, prompts -> hidden [B,P+T,H]
+      tasks/<name>/generator.onnx    per task: input_ids, token_embeds, attention_mask -> prompts
+      tasks/<name>/head.safetensors  per task: weight [C,H], bias [C]
+
+The export side (ipt_edge_export) writes bundles with these classes; the runtime reads them. A
+bundle may come from elsewhere, so reading trusts nothing: unknown versions are refused, every
+path must stay inside the folder, and each file's size and sha256 must match before it is opened.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from ipt_edge.atomic import write_text_atomic
+
+FORMAT = "ipt-edge-bundle"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+GENERATOR_INPUTS = ("input_ids", "token_embeds", "attention_mask")
+MAX_MANIFEST_BYTES = 1 << 20
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be used as it is; the message names the file or field."""
+
+
+@dataclass
+class FileRecord:
+    size: int
+    sha256: str
+
+
+@dataclass
+class BackboneInfo:
+    name: str
+    model_type: str
+    sha256: str  # of the source weights the graphs were exported from
+    hidden_size: int
+    num_layers: int
+    vocab_size: int
+    max_positions: int
+    position_offset: int  # RoBERTa: positions start after padding_idx
+    parameters: int
+
+
+@dataclass
+class TaskInfo:
+    generator: str  # static | lookup | mlp | ...
+    prompt_length: int  # P
+    deep: bool  # generator also outputs layer_prompts [B, L, P, H]
+    pooling: str  # mean | cls, over the real tokens
+    labels: list[str]  # display names, in logit order
+    label_values: list[str]  # the same labels as written in the training data (e.g. "0", "1")
+    text_pair: bool
+    max_length: int  # token budget of the text (the prompt's positions come on top)
+    tuned_parameters: int
+    parity_max_abs_diff: float  # PyTorch vs ONNX Runtime logits, measured at export
+    generator_file: str
+    head_file: str
+
+
+@dataclass
+class Manifest:
+    backbone: BackboneInfo
+    tokenizer_file: str = "tokenizer.json"
+    embed_file: str = "embed.onnx"
+    encoder_file: str = "encoder.onnx"
+    tasks: dict[str, TaskInfo] = field(default_factory=dict)
+    files: dict[str, FileRecord] = field(default_factory=dict)
+    format: str = FORMAT
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data = {"format": data.pop("format"), "format_version": data.pop("format_version"), **data}
+        return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+    def shared_files(self) -> list[str]:
+        return [self.tokenizer_file, self.embed_file, self.encoder_file]
+
+    def task(self, name: str | None) -> tuple[str, TaskInfo]:
+        """The task called `name`; with None, the only task (an error if there are several)."""
+        if name is None:
+            if len(self.tasks) != 1:
+                raise BundleError(
+                    f"the bundle has {len(self.tasks)} tasks ({', '.join(sorted(self.tasks)) or 'none'}); "
+                    "choose one with task=... (CLI: --task)"
+                )
+            name = next(iter(self.tasks))
+        if name not in self.tasks:
+            raise BundleError(
+                f"no task {name!r} in the bundle; it has: {', '.join(sorted(self.tasks)) or 'none'}"
+            )
+        return name, self.tasks[name]
+
+
+# --------------------------------------------------------------------------------------------
+# Reading: every field checked, with the field's path in the message.
+
+
+def _field(data: dict, key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    if not isinstance(data, dict) or key not in data:
+        raise BundleError(f"{MANIFEST}: missing field {where}{key}")
+    value = data[key]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise BundleError(
+            f"{MANIFEST}: field {where}{key} should be {getattr(kind, '__name__', kind)}, got {value!r}"
+        )
+    return value
+
+
+def _fields(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise BundleError(f"{MANIFEST}: {where.rstrip('.')} should be an object")
+    values = {}
+    for name, annotation in cls.__annotations__.items():
+        kind = {"str": str, "int": int, "bool": bool, "float": float, "list[str]": list}[annotation]
+        values[name] = _field(data, name, kind, where)
+        if annotation == "list[str]" and not all(isinstance(v, str) for v in values[name]):
+            raise BundleError(f"{MANIFEST}: field {where}{name} should be a list of strings")
+    return cls(**values)
+
+
+def check_relative_path(path: str, where: str) -> str:
+    """A path inside the bundle: relative, forward slashes, no '..', nothing hidden."""
+    pure = PurePosixPath(path)
+    if (
+        not path
+        or "\\" in path
+        or pure.is_absolute()
+        or any(part in ("", ".", "..") or part.startswith(".") for part in path.split("/"))
+    ):
+        raise BundleError(f"{MANIFEST}: {where} path {path!r} is not a plain relative path inside the bundle")
+    return path
+
+
+def parse_manifest(text: str) -> Manifest:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise BundleError(f"{MANIFEST} is not valid JSON ({error.msg}, line {error.lineno})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise BundleError(f"{MANIFEST}: not an ipt-edge bundle (format should be {FORMAT!r})")
+    version = data.get("format_version")
+    if version != FORMAT_VERSION:
+        raise BundleError(
+            f"{MANIFEST}: format_version {version!r} is not understood by this ipt-edge, which reads "
+            f"version {FORMAT_VERSION}; re-export the bundle, or use a matching ipt-edge"
+        )
+    backbone = _fields(BackboneInfo, _field(data, "backbone", dict, ""), "backbone.")
+    files = {}
+    for path, record in _field(data, "files", dict, "").items():
+        check_relative_path(path, f"files.{path}")
+        files[path] = _fields(FileRecord, record, f"files.{path}.")
+        if not re.fullmatch(r"[0-9a-f]{64}", files[path].sha256) or files[path].size < 0:
+            raise BundleError(f"{MANIFEST}: files.{path} needs a size >= 0 and a 64-hex sha256")
+    tasks = {}
+    for name, info in _field(data, "tasks", dict, "").items():
+        if not TASK_NAME.match(name):
+            raise BundleError(f"{MANIFEST}: task name {name!r} is not allowed (letters, digits, _ . -)")
+        tasks[name] = _fields(TaskInfo, info, f"tasks.{name}.")
+        info = tasks[name]
+        if len(info.labels) < 2 or len(info.label_values) != len(info.labels) or info.prompt_length < 1:
+            raise BundleError(f"{MANIFEST}: task {name!r} needs 2+ labels, one value per label, and a prompt")
+    manifest = Manifest(backbone=backbone, tasks=tasks, files=files)
+    for key in ("tokenizer_file", "embed_file", "encoder_file"):
+        setattr(manifest, key, _field(data, key, str, ""))
+    listed = manifest.shared_files() + [f for t in tasks.values() for f in (t.generator_file, t.head_file)]
+    for path in listed:
+        check_relative_path(path, "a graph")
+        if path not in files:
+            raise BundleError(f"{MANIFEST}: {path} is used but has no entry in files (size, sha256)")
+    return manifest
+
+
+def read_manifest(bundle_dir: str | Path) -> Manifest:
+    bundle_dir = Path(bundle_dir)
+    path = bundle_dir / MANIFEST
+    if not bundle_dir.is_dir():
+        raise BundleError(f"{bundle_dir}: no such bundle folder")
+    if not path.is_file():
+        raise BundleError(f"{path}: missing; not a bundle, or an export that did not finish")
+    if path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{path}: larger than {MAX_MANIFEST_BYTES} bytes; refusing to parse it")
+    try:
+        return parse_manifest(path.read_text(encoding="utf-8"))
+    except BundleError as error:  # its message starts with "manifest.json: "
+        raise BundleError(f"{bundle_dir}/{error}") from None
+    except UnicodeDecodeError:
+        raise BundleError(f"{path}: not UTF-8 text") from None
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verified_path(bundle_dir: str | Path, manifest: Manifest, relative: str) -> Path:
+    """The file's absolute path, once it is inside the bundle and its size and sha256 match."""
+    root = Path(bundle_dir).resolve()
+    path = (root / relative).resolve()
+    if not path.is_relative_to(root):
+        raise BundleError(f"{root / relative}: resolves outside the bundle ({path}); refusing it")
+    record = manifest.files[relative]
+    if not path.is_file():
+        raise BundleError(f"{root / relative}: missing (the manifest lists it)")
+    size = path.stat().st_size
+    if size != record.size:
+        raise BundleError(
+            f"{root / relative}: {size} bytes, the manifest says {record.size}; the file is damaged"
+        )
+    if sha256_file(path) != record.sha256:
+        raise BundleError(
+            f"{relative}: sha256 does not match the manifest; the file is damaged or was changed"
+        )
+    return path
+
+
+def file_record(path: Path) -> FileRecord:
+    return FileRecord(size=path.stat().st_size, sha256=sha256_file(path))
+
+
+def write_manifest(bundle_dir: str | Path, manifest: Manifest) -> None:
+    """Replace manifest.json in one rename: readers see the old bundle or the new one."""
+    write_text_atomic(Path(bundle_dir) / MANIFEST, manifest.to_json())

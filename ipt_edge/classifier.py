@@ -1,0 +1,161 @@
+"""The classifier pipeline: texts -> tokens -> prompts -> backbone -> pooled states -> probabilities.
+
+clf = Classifier.load("bundle")              # checks manifest, sizes and sha256 first
+clf.predict(["a gripping, funny film"])      # -> ["positive"]
+clf.predict_proba([("premise", "hypothesis")])  # pair tasks take (text, text_pair) tuples
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import load_file
+
+from ipt_edge.bundle import GENERATOR_INPUTS, BundleError, Manifest, read_manifest, verified_path
+from ipt_edge.sessions import create_session, resolve_providers
+from ipt_edge.tokenization import Text, TextEncoder, TokenBatch
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+class Classifier:
+    """One task of a bundle, ready to run. Sessions are made once and reused for every call."""
+
+    def __init__(
+        self,
+        bundle_dir: str | Path,
+        manifest: Manifest,
+        task: str | None = None,
+        providers: str | list[str] | None = None,
+        threads: int | None = None,
+    ):
+        self.bundle_dir = Path(bundle_dir)
+        self.manifest = manifest
+        self.task_name, self.task = manifest.task(task)
+        self.labels = list(self.task.labels)
+        self.providers = resolve_providers(providers)
+        backbone = manifest.backbone
+        path = lambda name: verified_path(self.bundle_dir, manifest, name)  # noqa: E731
+        self.encoder_text = TextEncoder(path(manifest.tokenizer_file), self.task.max_length)
+        self.embed = create_session(path(manifest.embed_file), self.providers, threads)
+        self.generator = create_session(path(self.task.generator_file), self.providers, threads)
+        self.backbone = create_session(path(manifest.encoder_file), self.providers, threads)
+        self.generator_inputs = [i.name for i in self.generator.get_inputs()]
+        unknown = set(self.generator_inputs) - set(GENERATOR_INPUTS)
+        if unknown:
+            raise BundleError(f"{self.task.generator_file}: unexpected inputs {sorted(unknown)}")
+        outputs = [o.name for o in self.generator.get_outputs()]
+        if "prompt_embeds" not in outputs or (self.task.deep and "layer_prompts" not in outputs):
+            raise BundleError(
+                f"{self.task.generator_file}: outputs {outputs} do not match a {self.task.generator} task"
+            )
+        head = load_file(path(self.task.head_file))
+        self.head_weight = head.get("weight")  # [C, H]
+        self.head_bias = head.get("bias")  # [C]
+        shape = (len(self.labels), backbone.hidden_size)
+        if self.head_weight is None or self.head_bias is None or self.head_weight.shape != shape:
+            raise BundleError(f"{self.task.head_file}: expected weight {list(shape)} and bias [{shape[0]}]")
+        if self.head_bias.shape != (shape[0],):
+            raise BundleError(
+                f"{self.task.head_file}: expected bias [{shape[0]}], got {list(self.head_bias.shape)}"
+            )
+        # Shallow tasks add nothing per layer: one zero tensor, broadcast over the batch.
+        p, h = self.task.prompt_length, backbone.hidden_size
+        self.no_layer_prompts = np.zeros((1, backbone.num_layers, p, h), dtype=np.float32)  # [1, L, P, H]
+        self.last_truncated = 0
+
+    @classmethod
+    def load(
+        cls,
+        bundle_dir: str | Path,
+        task: str | None = None,
+        providers: str | list[str] | None = None,
+        threads: int | None = None,
+    ) -> Classifier:
+        """Open a bundle's task: 'cpu' (default) or 'cuda' providers; threads default to ORT's."""
+        return cls(bundle_dir, read_manifest(bundle_dir), task, providers, threads)
+
+    # ---- one padded batch through the three graphs ----------------------------------------------
+
+    def logits_for(self, batch: TokenBatch) -> np.ndarray:
+        (token_embeds,) = self.embed.run(None, {"input_ids": batch.input_ids})  # [B, T, H]
+        available = {
+            "input_ids": batch.input_ids,
+            "token_embeds": token_embeds,
+            "attention_mask": batch.attention_mask,
+        }
+        generated = self.generator.run(None, {name: available[name] for name in self.generator_inputs})
+        outputs = dict(zip((o.name for o in self.generator.get_outputs()), generated, strict=True))
+        prompt_embeds = outputs["prompt_embeds"]  # [B, P, H]
+        layer_prompts = outputs.get("layer_prompts", self.no_layer_prompts)  # [B or 1, L, P, H]
+        (hidden,) = self.backbone.run(
+            None,
+            {
+                "token_embeds": token_embeds,
+                "attention_mask": batch.attention_mask,
+                "token_type_ids": batch.token_type_ids,
+                "prompt_embeds": prompt_embeds,
+                "layer_prompts": layer_prompts,
+            },
+        )  # [B, P+T, H]
+        tokens = hidden[:, self.task.prompt_length :]  # the real text's states, prompts left out
+        if self.task.pooling == "cls":
+            pooled = tokens[:, 0]
+        else:
+            mask = batch.attention_mask[:, :, None].astype(np.float32)
+            pooled = (tokens * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1.0)  # [B, H]
+        return pooled @ self.head_weight.T + self.head_bias  # [B, C]
+
+    # ---- public API ----------------------------------------------------------------------------
+
+    def _check_texts(self, texts: Sequence[Text]) -> list[Text]:
+        if isinstance(texts, (str, tuple)):
+            raise TypeError("pass a list of texts, e.g. predict([text]), not a single text")
+        checked: list[Text] = []
+        for index, text in enumerate(texts):
+            if self.task.text_pair:
+                if not (isinstance(text, (tuple, list)) and len(text) == 2):
+                    raise ValueError(f"text {index}: task {self.task_name!r} takes (text, text_pair) pairs")
+                checked.append((text[0], text[1]))
+            else:
+                if not isinstance(text, str):
+                    raise ValueError(f"text {index}: task {self.task_name!r} takes single strings")
+                checked.append(text)
+        return checked
+
+    def logits(self, texts: Sequence[Text], batch_size: int = 32) -> np.ndarray:
+        """Raw head outputs [N, C], in input order. Batches are formed by length to save padding."""
+        texts = self._check_texts(texts)
+        if not texts:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        encodings = self.encoder_text.tokenize(texts)
+        order = np.argsort([len(e.ids) for e in encodings], kind="stable")
+        result = np.empty((len(texts), len(self.labels)), dtype=np.float32)
+        truncated = 0
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            batch = self.encoder_text.pad([encodings[i] for i in rows])
+            truncated += int(batch.truncated.sum())
+            result[rows] = self.logits_for(batch)
+        self.last_truncated = truncated
+        if truncated:
+            warnings.warn(
+                f"{truncated} text(s) longer than {self.task.max_length} tokens were truncated",
+                stacklevel=3,
+            )
+        return result
+
+    def predict_proba(self, texts: Sequence[Text], batch_size: int = 32) -> np.ndarray:
+        """Probabilities [N, C]; columns follow `self.labels`."""
+        return softmax(self.logits(texts, batch_size))
+
+    def predict(self, texts: Sequence[Text], batch_size: int = 32) -> list[str]:
+        """The most probable label of each text."""
+        logits = self.logits(texts, batch_size)
+        return [self.labels[i] for i in logits.argmax(axis=-1)]

@@ -1,0 +1,100 @@
+"""Loading a bundle trusts nothing: each problem is refused with a message naming it."""
+
+import json
+import shutil
+
+import pytest
+
+from ipt_edge.bundle import BundleError, read_manifest
+from ipt_edge.classifier import Classifier
+
+
+@pytest.fixture
+def copy(bundle, tmp_path):
+    target = tmp_path / "copy"
+    shutil.copytree(bundle, target)
+    return target
+
+
+def edit_manifest(path, change):
+    data = json.loads((path / "manifest.json").read_text())
+    change(data)
+    (path / "manifest.json").write_text(json.dumps(data))
+
+
+def test_a_good_bundle_loads(copy):
+    assert Classifier.load(copy).labels == ["neg", "pos"]
+
+
+def test_missing_manifest_is_refused(copy):
+    (copy / "manifest.json").unlink()
+    with pytest.raises(BundleError, match=r"manifest.json: missing"):
+        Classifier.load(copy)
+
+
+def test_missing_graph_is_refused(copy):
+    (copy / "encoder.onnx").unlink()
+    with pytest.raises(BundleError, match=r"encoder.onnx: missing"):
+        Classifier.load(copy)
+
+
+def test_truncated_graph_is_refused(copy):
+    data = (copy / "tasks/sentiment/generator.onnx").read_bytes()
+    (copy / "tasks/sentiment/generator.onnx").write_bytes(data[: len(data) // 2])
+    with pytest.raises(BundleError, match=r"generator.onnx: .* bytes, the manifest says"):
+        Classifier.load(copy)
+
+
+def test_changed_bytes_fail_the_checksum(copy):
+    data = bytearray((copy / "tasks/sentiment/head.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (copy / "tasks/sentiment/head.safetensors").write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=r"head.safetensors: sha256 does not match"):
+        Classifier.load(copy)
+
+
+def test_unknown_format_version_is_refused(copy):
+    edit_manifest(copy, lambda d: d.update(format_version=99))
+    with pytest.raises(BundleError, match=r"format_version 99 is not understood"):
+        read_manifest(copy)
+
+
+def test_manifest_that_is_not_json_is_refused(copy):
+    (copy / "manifest.json").write_text("{not json")
+    with pytest.raises(BundleError, match=r"not valid JSON"):
+        read_manifest(copy)
+
+
+def test_missing_field_is_named(copy):
+    edit_manifest(copy, lambda d: d["tasks"]["sentiment"].pop("labels"))
+    with pytest.raises(BundleError, match=r"missing field tasks.sentiment.labels"):
+        read_manifest(copy)
+
+
+def test_path_escaping_the_bundle_is_refused(copy):
+    def escape(data):
+        data["files"]["../outside.onnx"] = data["files"].pop("encoder.onnx")
+        data["encoder_file"] = "../outside.onnx"
+
+    edit_manifest(copy, escape)
+    with pytest.raises(BundleError, match=r"not a plain relative path"):
+        read_manifest(copy)
+
+
+def test_symlink_out_of_the_bundle_is_refused(copy, tmp_path):
+    outside = tmp_path / "elsewhere.onnx"
+    shutil.move(copy / "encoder.onnx", outside)
+    (copy / "encoder.onnx").symlink_to(outside)
+    with pytest.raises(BundleError, match=r"resolves outside the bundle"):
+        Classifier.load(copy)
+
+
+def test_unknown_task_lists_the_tasks(copy):
+    with pytest.raises(BundleError, match=r"no task 'spam' in the bundle; it has: sentiment"):
+        Classifier.load(copy, task="spam")
+
+
+def test_file_not_in_the_checksum_list_is_refused(copy):
+    edit_manifest(copy, lambda d: d["files"].pop("embed.onnx"))
+    with pytest.raises(BundleError, match=r"embed.onnx is used but has no entry in files"):
+        read_manifest(copy)

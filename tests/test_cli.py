@@ -1,0 +1,156 @@
+"""The ipt-edge command line, end to end and on bad input (exit code 2, a message, no partial output)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from ipt_edge.cli import app
+
+from .conftest import sentiment_rows, write_tsv
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_train_export_score_info_end_to_end(tiny_backbone, sentiment_files, tmp_path):
+    train, dev = sentiment_files
+    checkpoint, bundle, out = tmp_path / "ckpt", tmp_path / "bundle", tmp_path / "scored.tsv"
+    result = run("train", train, "--dev", dev, "-o", checkpoint, "--backbone", tiny_backbone,
+                 "--prompt-length", "4", "--epochs", "1", "--labels", "neg=negative,pos=positive")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "tuned parameters" in result.output
+    result = run("export", checkpoint, "-o", bundle, "--task", "sentiment")
+    assert result.exit_code == 0, result.output
+    assert "parity: max |logit difference|" in result.output
+    result = run("score", dev, "-o", out, "-b", bundle, "--label-column", "label")
+    assert result.exit_code == 0, result.output
+    assert "accuracy" in result.output  # gold labels 'neg'/'pos' compare to names via label_values
+    lines = out.read_text().splitlines()
+    assert lines[0] == "text\tlabel\tprediction\tprob_negative\tprob_positive"
+    assert len(lines) == 1 + len(dev.read_text().splitlines()) - 1
+    result = run("info", bundle)
+    assert result.exit_code == 0
+    assert "sentiment: mlp generator, P=4" in result.output
+    assert "checksums: all 5 files match" in result.output
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_score_writes_the_format_it_reads(bundle, tmp_path, suffix):
+    rows = sentiment_rows(5, seed=3)
+    source = tmp_path / f"in{suffix}"
+    if suffix == ".csv":
+        source.write_text("id,text\n" + "".join(f'{i},"{t}, really"\n' for i, (t, _) in enumerate(rows)))
+    else:
+        source.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, (t, _) in enumerate(rows)))
+    out = tmp_path / f"out{suffix}"
+    result = run("score", source, "-o", out, "-b", bundle)
+    assert result.exit_code == 0, result.output
+    if suffix == ".jsonl":
+        records = [json.loads(line) for line in out.read_text().splitlines()]
+        assert [r["id"] for r in records] == ["0", "1", "2", "3", "4"]
+        assert {"prediction", "prob_neg", "prob_pos"} <= set(records[0])
+    else:
+        assert out.read_text().splitlines()[1].startswith('0,"')
+
+
+def test_score_streams_in_chunks_and_keeps_row_order(bundle, tmp_path):
+    rows = sentiment_rows(23, seed=4)
+    source = write_tsv(tmp_path / "in.tsv", ["text", "label"], rows)
+    out = tmp_path / "out.tsv"
+    assert run("score", source, "-o", out, "-b", bundle, "--chunk-rows", "5").exit_code == 0
+    scored = [line.split("\t")[0] for line in out.read_text().splitlines()[1:]]
+    assert scored == [text for text, _ in rows]
+
+
+def test_score_missing_column_names_it_and_writes_nothing(bundle, tmp_path):
+    source = write_tsv(tmp_path / "in.tsv", ["sentence"], [("good",)])
+    result = run("score", source, "-o", tmp_path / "out.tsv", "-b", bundle)
+    assert result.exit_code == 2
+    assert "no column 'text'" in result.output and "the file has: sentence" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tsv"]
+
+
+def test_score_non_utf8_line_keeps_the_previous_output(bundle, tmp_path):
+    source = tmp_path / "in.tsv"
+    source.write_bytes(b"text\ngood film\n\xff\xfe broken\n")
+    out = tmp_path / "out.tsv"
+    out.write_text("an earlier good result\n")
+    result = run("score", source, "-o", out, "-b", bundle, "--chunk-rows", "1")
+    assert result.exit_code == 2
+    assert "in.tsv:3: not valid UTF-8" in result.output
+    assert out.read_text() == "an earlier good result\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tsv", "out.tsv"]
+
+
+def test_score_empty_text_names_the_line(bundle, tmp_path):
+    source = write_tsv(tmp_path / "in.tsv", ["text", "label"], [("good", "pos"), ("  ", "neg")])
+    result = run("score", source, "-o", tmp_path / "out.tsv", "-b", bundle)
+    assert result.exit_code == 2
+    assert "in.tsv:3: column 'text' is empty" in result.output
+    assert not (tmp_path / "out.tsv").exists()
+
+
+def test_predict_reads_stdin_lines(bundle):
+    result = runner.invoke(app, ["predict", "-b", str(bundle), "--json"], input="the film was good\ndull\n")
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["text"] for r in records] == ["the film was good", "dull"]
+    assert set(records[0]["probabilities"]) == {"neg", "pos"}
+
+
+def test_predict_reports_truncation(bundle):
+    result = run("predict", "-b", bundle, " ".join(["good film"] * 200))
+    assert result.exit_code == 0
+    assert "1 text(s) were longer than" in result.output
+
+
+def test_predict_empty_text_fails(bundle):
+    result = run("predict", "-b", bundle, "good", "")
+    assert result.exit_code == 2
+    assert "text 2 is empty" in result.output
+
+
+def test_predict_on_a_corrupt_bundle_fails_clearly(bundle, tmp_path):
+    import shutil
+
+    copy = tmp_path / "b"
+    shutil.copytree(bundle, copy)
+    (copy / "embed.onnx").write_bytes(b"garbage")
+    result = run("predict", "-b", copy, "good")
+    assert result.exit_code == 2
+    assert "embed.onnx" in result.output and "the manifest says" in result.output
+
+
+def test_train_refuses_a_label_the_task_does_not_know(tiny_backbone, sentiment_files, tmp_path):
+    train, _ = sentiment_files
+    dev = write_tsv(tmp_path / "dev.tsv", ["text", "label"], [("good", "pos"), ("meh", "neutral")])
+    result = run("train", train, "--dev", dev, "-o", tmp_path / "ckpt", "--backbone", tiny_backbone)
+    assert result.exit_code == 2
+    assert "dev.tsv:3: label 'neutral' is not one of the task's labels ['neg', 'pos']" in result.output
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_train_missing_column_names_the_option(tiny_backbone, sentiment_files, tmp_path):
+    train, _ = sentiment_files
+    result = run(
+        "train", train, "-o", tmp_path / "ckpt", "--backbone", tiny_backbone, "--text-column", "review"
+    )
+    assert result.exit_code == 2
+    assert "no column 'review' (asked for by --text-column)" in result.output
+
+
+def test_train_without_the_export_extra_says_how_to_install_it(tmp_path):
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from ipt_edge.cli import app\n"
+        f"app(['train', 'x.tsv', '-o', {str(tmp_path / 'c')!r}])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "pip install 'ipt-edge[export]'" in result.stderr

@@ -1,0 +1,111 @@
+"""Export: parity with PyTorch for every generator, the bundle written whole or not at all."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from ipt_edge_export.checkpoint import model_from_checkpoint, read_checkpoint
+from ipt_edge_export.onnx_export import ExportError, export_checkpoint
+
+from ipt_edge.bundle import read_manifest
+from ipt_edge.classifier import Classifier
+from ipt_edge.tokenization import TextEncoder
+
+from .conftest import train_checkpoint, write_tsv
+
+TEXTS = [
+    "the film was good",
+    "a dull and boring plot , very poor",
+    "superb",
+    "it is so lovely the cast is great",
+]
+
+
+def torch_logits(checkpoint, backbone, texts):
+    model, source = model_from_checkpoint(read_checkpoint(checkpoint), str(backbone))
+    batch = TextEncoder(source.tokenizer_path, model.config.max_length).encode(texts)
+    with torch.no_grad():
+        return model(
+            *(torch.from_numpy(a) for a in (batch.input_ids, batch.attention_mask, batch.token_type_ids))
+        ).numpy()
+
+
+@pytest.mark.parametrize("kind", ["static", "lookup", "mlp"])
+def test_runtime_logits_match_pytorch_for_every_generator(kind, checkpoints, tiny_backbone, tmp_path):
+    export_checkpoint(checkpoints[kind], tmp_path / "b", task="t", log=lambda m: None)
+    runtime = Classifier.load(tmp_path / "b").logits(TEXTS, batch_size=2)
+    np.testing.assert_allclose(
+        runtime, torch_logits(checkpoints[kind], tiny_backbone, TEXTS), atol=1e-4, rtol=0
+    )
+
+
+def test_pair_task_matches_pytorch(tiny_backbone, tmp_path):
+    rows = [(f"the film {w}", f"it is {w}", "same") for w in ("good", "bad", "dull")] * 8
+    rows += [(f"the film {a}", f"it is {b}", "differ") for a, b in (("good", "bad"), ("dull", "great"))] * 8
+    train = write_tsv(tmp_path / "pairs.tsv", ["premise", "hypothesis", "label"], rows)
+    checkpoint = train_checkpoint(tiny_backbone, train, None, tmp_path / "ckpt", text_pair_column="hypothesis",
+                                  text_column="premise", generator="lookup")  # fmt: skip
+    export_checkpoint(checkpoint, tmp_path / "b", log=lambda m: None)
+    pairs = [("the film good", "it is bad"), ("the film dull", "it is dull")]
+    runtime = Classifier.load(tmp_path / "b").logits(pairs)
+    np.testing.assert_allclose(runtime, torch_logits(checkpoint, tiny_backbone, pairs), atol=1e-4, rtol=0)
+
+
+def test_manifest_records_parity_and_checksums(bundle):
+    manifest = read_manifest(bundle)
+    task = manifest.tasks["sentiment"]
+    assert task.parity_max_abs_diff <= 1e-4
+    assert task.labels == ["neg", "pos"]
+    assert set(manifest.files) == {"tokenizer.json", "embed.onnx", "encoder.onnx",
+                                   "tasks/sentiment/generator.onnx", "tasks/sentiment/head.safetensors"}  # fmt: skip
+
+
+def test_second_task_adds_only_its_own_files(checkpoints, tmp_path):
+    path = tmp_path / "b"
+    export_checkpoint(checkpoints["mlp"], path, task="one", log=lambda m: None)
+    before = {p.relative_to(path): p.stat().st_mtime_ns for p in path.rglob("*") if p.is_file()}
+    export_checkpoint(checkpoints["static"], path, task="two", log=lambda m: None)
+    after = {p.relative_to(path): p.stat().st_mtime_ns for p in path.rglob("*") if p.is_file()}
+    changed = {str(p) for p in after if before.get(p) != after[p]}
+    assert changed == {"manifest.json", "tasks/two/generator.onnx", "tasks/two/head.safetensors"}
+    assert set(read_manifest(path).tasks) == {"one", "two"}
+    assert Classifier.load(path, task="two").predict(["good"]) in (["neg"], ["pos"])
+
+
+def test_exporting_a_task_name_twice_needs_replace(checkpoints, tmp_path):
+    path = tmp_path / "b"
+    export_checkpoint(checkpoints["mlp"], path, task="one", log=lambda m: None)
+    with pytest.raises(ExportError, match=r"already has a task 'one'"):
+        export_checkpoint(checkpoints["static"], path, task="one", log=lambda m: None)
+    export_checkpoint(checkpoints["static"], path, task="one", replace_task=True, log=lambda m: None)
+    assert read_manifest(path).tasks["one"].generator == "static"
+    assert sorted(p.name for p in (path / "tasks").iterdir()) == ["one"]
+
+
+def test_parity_miss_refuses_and_leaves_no_bundle(checkpoints, tmp_path):
+    path = tmp_path / "b"
+    with pytest.raises(ExportError, match=r"parity check failed: .* differ from PyTorch by"):
+        export_checkpoint(checkpoints["mlp"], path, tolerance=-1.0, log=lambda m: None)
+    assert not path.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_parity_miss_on_an_existing_bundle_leaves_it_as_it_was(checkpoints, tmp_path):
+    path = tmp_path / "b"
+    export_checkpoint(checkpoints["mlp"], path, task="one", log=lambda m: None)
+    manifest = (path / "manifest.json").read_text()
+    with pytest.raises(ExportError):
+        export_checkpoint(checkpoints["static"], path, task="two", tolerance=-1.0, log=lambda m: None)
+    assert (path / "manifest.json").read_text() == manifest
+    assert sorted(p.name for p in (path / "tasks").iterdir()) == ["one"]
+
+
+def test_task_from_another_backbone_is_refused(checkpoints, tmp_path):
+    path = tmp_path / "b"
+    export_checkpoint(checkpoints["mlp"], path, task="one", log=lambda m: None)
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["backbone"]["sha256"] = "0" * 64
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ExportError, match=r"holds backbone"):
+        export_checkpoint(checkpoints["static"], path, task="two", log=lambda m: None)

@@ -1,0 +1,79 @@
+"""The runtime: predictions, batching, text checks, and no torch anywhere."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ipt_edge.classifier import Classifier
+from ipt_edge.sessions import ProviderError
+
+TEXTS = ["the film was good", "dull", "a very lovely story and a great cast", "poor plot", "superb"]
+
+
+@pytest.fixture(scope="module")
+def classifier(bundle):
+    return Classifier.load(bundle)
+
+
+def test_predict_proba_rows_are_distributions_over_the_labels(classifier):
+    probabilities = classifier.predict_proba(TEXTS)
+    assert probabilities.shape == (len(TEXTS), 2)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-6)
+
+
+def test_predict_returns_label_names_in_input_order(classifier):
+    labels = classifier.predict(TEXTS)
+    single = [classifier.predict([text])[0] for text in TEXTS]
+    assert labels == single
+    assert set(labels) <= {"neg", "pos"}
+
+
+def test_batch_size_and_padding_do_not_change_results(classifier):
+    one_at_a_time = classifier.logits(TEXTS, batch_size=1)
+    np.testing.assert_allclose(classifier.logits(TEXTS, batch_size=32), one_at_a_time, atol=1e-5)
+
+
+def test_empty_text_is_an_error_naming_it(classifier):
+    with pytest.raises(ValueError, match=r"text 1 is empty"):
+        classifier.predict(["good", "   "])
+
+
+def test_a_bare_string_is_refused(classifier):
+    with pytest.raises(TypeError, match=r"pass a list of texts"):
+        classifier.predict("good")
+
+
+def test_pairs_are_refused_by_a_single_text_task(classifier):
+    with pytest.raises(ValueError, match=r"takes single strings"):
+        classifier.predict([("good", "bad")])
+
+
+def test_long_text_is_truncated_and_said_so(classifier):
+    long_text = " ".join(["good film"] * 200)
+    with pytest.warns(UserWarning, match=r"1 text\(s\) longer than .* tokens were truncated"):
+        classifier.predict([long_text, "dull"])
+    assert classifier.last_truncated == 1
+
+
+def test_asking_for_an_unavailable_provider_fails_clearly(bundle):
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(ProviderError, match=r"CUDAExecutionProvider is not available"):
+        Classifier.load(bundle, providers="cuda")
+
+
+def test_runtime_never_imports_torch(bundle):
+    code = (
+        "import sys\n"
+        "from ipt_edge.classifier import Classifier\n"
+        "import ipt_edge.cli\n"
+        f"print(Classifier.load({str(bundle)!r}).predict(['the film was good']))\n"
+        "heavy = [m for m in ('torch', 'transformers', 'optimum') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

@@ -1,0 +1,51 @@
+"""Table reading and writing: formats, errors that name the line, and all-or-nothing outputs."""
+
+import pytest
+
+from ipt_edge.tables import AtomicTableWriter, TableError, TableReader
+
+
+def test_tsv_is_read_without_quote_processing(tmp_path):
+    path = tmp_path / "a.tsv"
+    path.write_text('text\tlabel\n"quoted" text\t1\n')
+    with TableReader(path) as reader:
+        assert list(reader) == [(2, {"text": '"quoted" text', "label": "1"})]
+
+
+def test_wrong_field_count_names_the_line(tmp_path):
+    path = tmp_path / "a.tsv"
+    path.write_text("text\tlabel\nfine\t1\nno label here\n")
+    with (
+        pytest.raises(TableError, match=r"a.tsv:3: expected 2 fields \(text, label\), found 1"),
+        TableReader(path) as reader,
+    ):
+        list(reader)
+
+
+def test_invalid_json_line_is_named(tmp_path):
+    path = tmp_path / "a.jsonl"
+    path.write_text('{"text": "ok"}\n{"text": \n')
+    with pytest.raises(TableError, match=r"a.jsonl:2: invalid JSON"), TableReader(path) as reader:
+        list(reader)
+
+
+def test_unknown_suffix_is_refused(tmp_path):
+    path = tmp_path / "a.xlsx"
+    path.write_text("x")
+    with pytest.raises(TableError, match=r"cannot tell the format"):
+        TableReader(path)
+
+
+def test_writer_leaves_nothing_when_aborted(tmp_path):
+    path = tmp_path / "out.csv"
+    with pytest.raises(RuntimeError), AtomicTableWriter(path, ["a"]) as writer:
+        writer.write({"a": "1"})
+        raise RuntimeError("interrupted")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_writer_output_appears_complete(tmp_path):
+    path = tmp_path / "out.csv"
+    with AtomicTableWriter(path, ["a", "b"]) as writer:
+        writer.write({"a": "x,y", "b": 2})
+    assert path.read_text() == 'a,b\n"x,y",2\n'
