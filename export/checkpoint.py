@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from ipt_edge_export.model import IPTConfig, IPTModel
 from safetensors.torch import load_file, save_file
+
+from ipt_edge_export.model import IPTConfig, IPTModel
 
 DEFAULT_BACKBONE = "all-MiniLM-L6-v2"
 CHECKPOINT_FORMAT = "ipt-edge-checkpoint"
@@ -160,7 +161,15 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
             f"{config_file}: format {meta.get('format')!r} version {meta.get('format_version')!r}; "
             f"this version reads {CHECKPOINT_FORMAT!r} version {CHECKPOINT_VERSION}"
         )
-    config = IPTConfig(**meta["ipt"])
+    for key, inner in (("ipt", ()), ("backbone", ("name", "source", "sha256")), ("samples", ())):
+        if key not in meta or any(k not in meta[key] for k in inner):
+            raise CheckpointError(
+                f"{config_file}: missing field {key} (with {', '.join(inner) or 'its contents'})"
+            )
+    try:
+        config = IPTConfig(**meta["ipt"])
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{config_file}: field ipt is not a valid IPTConfig ({error})") from None
     return Checkpoint(path, config, meta, load_file(weights_file))
 
 

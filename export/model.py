@@ -19,17 +19,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-GENERATOR_KINDS = ("static", "lookup", "mlp")
+GENERATOR_KINDS = ("static", "lookup", "mlp", "lstm", "cnn")  # each but lookup also as "<kind>-deep"
 POOLINGS = ("mean", "cls")
+
+
+def split_kind(generator: str) -> tuple[str, bool]:
+    """'mlp-deep' -> ('mlp', True): deep kinds also write a prompt into every layer."""
+    kind, deep = generator.removesuffix("-deep"), generator.endswith("-deep")
+    if kind not in GENERATOR_KINDS or (deep and kind == "lookup"):
+        choices = [*GENERATOR_KINDS, *(f"{k}-deep" for k in GENERATOR_KINDS if k != "lookup")]
+        raise ValueError(f"generator must be one of {', '.join(choices)}; got {generator!r}")
+    return kind, deep
 
 
 @dataclass
 class IPTConfig:
-    generator: str = "mlp"  # one of GENERATOR_KINDS
+    generator: str = "mlp"  # a GENERATOR_KINDS entry, optionally with "-deep"
     prompt_length: int = 16  # P: prompt vectors prepended to every input
     lookup_rank: int = 8  # lookup: rank of the factorised [vocab, H] prompt table
-    mlp_hidden: int = 32  # mlp: bottleneck width of the generator
-    dropout: float = 0.1  # on the generator output and the pooled states (training only)
+    mlp_hidden: int = 32  # mlp/lstm/cnn: bottleneck width between features and prompts
+    feature_size: int = 64  # lstm: projection and state width per direction; cnn: filters per width
+    dropout: float = 0.1  # on the generator bottleneck and the pooled states (training only)
     pooling: str = "mean"  # mean over the real tokens (prompts excluded), or the first token
     labels: list[str] = field(default_factory=list)  # display names, in logit order
     label_values: list[str] = field(default_factory=list)  # the same labels as written in the data
@@ -37,8 +47,7 @@ class IPTConfig:
     max_length: int = 128  # token budget of the text; the prompt comes on top
 
     def __post_init__(self) -> None:
-        if self.generator not in GENERATOR_KINDS:
-            raise ValueError(f"generator must be one of {GENERATOR_KINDS}, got {self.generator!r}")
+        split_kind(self.generator)
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
         if self.prompt_length < 1:
@@ -50,20 +59,46 @@ class IPTConfig:
 
 # ---------------------------------------------------------------------------------------------
 # Generators. Each maps (input_ids [B,T], token_embeds [B,T,H], attention_mask [B,T]) to
-# prompt_embeds [B,P,H]. A deep kind would also return layer_prompts [B,L,P,H]; the shallow kinds
-# return None there and the encoder adds nothing per layer.
+# (prompt_embeds [B,P,H], layer_prompts [B,L,P,H] or None). Shallow kinds return None: the encoder
+# then adds nothing per layer. Nothing here depends on other rows of the batch or on how far a
+# row is padded, which is what lets the runtime batch by length.
+
+
+def masked_mean(states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the real tokens. [B, T, F], [B, T] -> [B, F]"""
+    mask = attention_mask.unsqueeze(-1).to(states.dtype)
+    return (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
+class DeepPrompts(nn.Module):
+    """Per-layer prompts for deep kinds: a learned static prompt per layer plus a learned per-layer
+    scale of the instance part. Both start at zero, so training starts from the shallow model."""
+
+    def __init__(self, num_layers: int, prompt_length: int, hidden: int):
+        super().__init__()
+        self.layer_base = nn.Parameter(torch.zeros(num_layers, prompt_length, hidden))
+        self.layer_scale = nn.Parameter(torch.zeros(num_layers))
+
+    def forward(self, batch: int, delta: torch.Tensor | None) -> torch.Tensor:  # -> [B, L, P, H]
+        layers = self.layer_base.unsqueeze(0).expand(batch, -1, -1, -1)
+        if delta is None:
+            return layers
+        return layers + self.layer_scale.view(1, -1, 1, 1) * delta.unsqueeze(1)
 
 
 class StaticPrompt(nn.Module):
-    """Task-level prompt tuning (Lester et al., 2021): the same P vectors for every input."""
+    """Task-level prompt tuning (Lester et al., 2021): the same P vectors for every input.
+    With `deep`, also one prompt per layer (P-tuning v2 style)."""
 
-    def __init__(self, init: torch.Tensor):  # init: [P, H]
+    def __init__(self, init: torch.Tensor, deep: DeepPrompts | None = None):  # init: [P, H]
         super().__init__()
         self.prompt = nn.Parameter(init.clone())
+        self.deep = deep
 
     def forward(self, input_ids, token_embeds, attention_mask):
         batch = token_embeds.shape[0]
-        return self.prompt.unsqueeze(0).expand(batch, -1, -1), None  # [B, P, H]
+        prompts = self.prompt.unsqueeze(0).expand(batch, -1, -1)  # [B, P, H]
+        return prompts, None if self.deep is None else self.deep(batch, None)
 
 
 class LookupPrompt(nn.Module):
@@ -90,39 +125,114 @@ class LookupPrompt(nn.Module):
         return self.base.unsqueeze(0) + keep * per_token, None
 
 
-class MLPPrompt(nn.Module):
-    """An MLP over the masked mean of the input's frozen token embeddings, added to a base prompt."""
+class FeaturePrompt(nn.Module):
+    """Instance prompts from a feature vector of the input: base + up(tanh(down(features))).
 
-    def __init__(self, init: torch.Tensor, hidden_units: int, dropout: float):
+    Subclasses say what the features are (`features`); `up` starts at zero, so every kind starts
+    exactly at the static prompt `base` and learns how far each input should move it.
+    """
+
+    def __init__(self, init: torch.Tensor, feature_size: int, hidden_units: int, dropout: float,
+                 deep: DeepPrompts | None = None):  # fmt: skip
         super().__init__()
-        prompt_length, hidden = init.shape
-        self.prompt_length, self.hidden = prompt_length, hidden
+        self.prompt_length, self.hidden = init.shape
         self.base = nn.Parameter(init.clone())
-        self.down = nn.Linear(hidden, hidden_units)
-        self.up = nn.Linear(hidden_units, prompt_length * hidden)
-        nn.init.zeros_(self.up.weight)  # start exactly at the static prompt
+        self.down = nn.Linear(feature_size, hidden_units)
+        self.up = nn.Linear(hidden_units, self.prompt_length * self.hidden)
+        nn.init.zeros_(self.up.weight)
         nn.init.zeros_(self.up.bias)
         self.dropout = nn.Dropout(dropout)
+        self.deep = deep
+
+    def features(self, input_ids, token_embeds, attention_mask) -> torch.Tensor:  # [B, F]
+        raise NotImplementedError
 
     def forward(self, input_ids, token_embeds, attention_mask):
-        mask = attention_mask.unsqueeze(-1).to(token_embeds.dtype)  # [B, T, 1]
-        pooled = (token_embeds * mask).sum(1) / mask.sum(1).clamp(min=1.0)  # [B, H]
-        delta = self.up(self.dropout(torch.tanh(self.down(pooled))))  # [B, P*H]
-        delta = delta.view(-1, self.prompt_length, self.hidden)
-        return self.base.unsqueeze(0) + delta, None
+        features = self.features(input_ids, token_embeds, attention_mask)
+        delta = self.up(self.dropout(torch.tanh(self.down(features))))  # [B, P*H]
+        delta = delta.view(-1, self.prompt_length, self.hidden)  # [B, P, H]
+        prompts = self.base.unsqueeze(0) + delta
+        return prompts, None if self.deep is None else self.deep(prompts.shape[0], delta)
 
 
-def build_generator(config: IPTConfig, word_embeddings: torch.Tensor, seed: int) -> nn.Module:
+class MLPPrompt(FeaturePrompt):
+    """Features: the masked mean of the input's frozen token embeddings."""
+
+    def features(self, input_ids, token_embeds, attention_mask):
+        return masked_mean(token_embeds, attention_mask)
+
+
+class LSTMPrompt(FeaturePrompt):
+    """Features: a bidirectional LSTM over the (projected) token embeddings, mean over real tokens.
+
+    Batch-first, zero initial state. The backward direction reads each row's own tokens reversed
+    (padding stays at the end), so a row's prompts never depend on its padding or its batch.
+    """
+
+    def __init__(self, init: torch.Tensor, feature_size: int, hidden_units: int, dropout: float,
+                 deep: DeepPrompts | None = None):  # fmt: skip
+        super().__init__(init, 2 * feature_size, hidden_units, dropout, deep)
+        self.project = nn.Linear(init.shape[1], feature_size)
+        self.forward_lstm = nn.LSTM(feature_size, feature_size, batch_first=True)
+        self.backward_lstm = nn.LSTM(feature_size, feature_size, batch_first=True)
+
+    def features(self, input_ids, token_embeds, attention_mask):
+        x = self.project(token_embeds) * attention_mask.unsqueeze(-1).to(token_embeds.dtype)  # [B, T, F]
+        forward_states, _ = self.forward_lstm(x)
+        # Reverse each row's real tokens in place: position t reads token (length - 1 - t).
+        lengths = attention_mask.sum(1, keepdim=True)  # [B, 1]
+        positions = torch.cumsum(torch.ones_like(attention_mask), dim=1) - 1  # [B, T]
+        source = torch.where(positions < lengths, lengths - 1 - positions, positions)
+        gather = source.unsqueeze(-1).expand(-1, -1, x.shape[-1])
+        backward_states, _ = self.backward_lstm(torch.gather(x, 1, gather))
+        states = torch.cat([forward_states, backward_states], dim=-1)  # [B, T, 2F]
+        return masked_mean(states, attention_mask)
+
+
+class CNNPrompt(FeaturePrompt):
+    """Features: TextCNN (Kim, 2014) over the token embeddings, max over real tokens.
+
+    Odd widths with 'same' padding and zeroed padding tokens: any input length works, and a row's
+    features do not depend on how far it is padded.
+    """
+
+    widths = (3, 5)
+
+    def __init__(self, init: torch.Tensor, feature_size: int, hidden_units: int, dropout: float,
+                 deep: DeepPrompts | None = None):  # fmt: skip
+        super().__init__(init, feature_size * len(self.widths), hidden_units, dropout, deep)
+        self.convs = nn.ModuleList(
+            nn.Conv1d(init.shape[1], feature_size, width, padding=width // 2) for width in self.widths
+        )
+
+    def features(self, input_ids, token_embeds, attention_mask):
+        mask = attention_mask.unsqueeze(1).to(token_embeds.dtype)  # [B, 1, T]
+        x = token_embeds.transpose(1, 2) * mask  # [B, H, T]
+        pooled = []
+        for conv in self.convs:
+            maps = torch.relu(conv(x))  # [B, F, T]
+            pooled.append((maps - (1.0 - mask) * 1e4).amax(dim=2))  # [B, F]
+        return torch.cat(pooled, dim=-1)
+
+
+def build_generator(
+    config: IPTConfig, word_embeddings: torch.Tensor, num_layers: int, seed: int
+) -> nn.Module:
     """A generator whose base prompt starts as P word embeddings drawn from the vocabulary."""
+    kind, deep = split_kind(config.generator)
     g = torch.Generator().manual_seed(seed)
-    vocab_size = word_embeddings.shape[0]
+    vocab_size, hidden = word_embeddings.shape
     rows = torch.randint(0, vocab_size, (config.prompt_length,), generator=g)
     init = word_embeddings[rows].detach().clone()  # [P, H]
-    if config.generator == "static":
-        return StaticPrompt(init)
-    if config.generator == "lookup":
+    layers = DeepPrompts(num_layers, config.prompt_length, hidden) if deep else None
+    if kind == "static":
+        return StaticPrompt(init, layers)
+    if kind == "lookup":
         return LookupPrompt(init, vocab_size, config.lookup_rank)
-    return MLPPrompt(init, config.mlp_hidden, config.dropout)
+    if kind == "mlp":
+        return MLPPrompt(init, hidden, config.mlp_hidden, config.dropout, layers)
+    features = {"lstm": LSTMPrompt, "cnn": CNNPrompt}[kind]
+    return features(init, config.feature_size, config.mlp_hidden, config.dropout, layers)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,7 +302,7 @@ class IPTModel(nn.Module):
         hidden = hf_model.config.hidden_size
         for parameter in hf_model.parameters():
             parameter.requires_grad_(False)
-        self.generator = build_generator(config, self.word_embeddings.weight, seed)
+        self.generator = build_generator(config, self.word_embeddings.weight, self.num_layers, seed)
         self.dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(hidden, len(config.labels))
 

@@ -16,8 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from ipt_edge_export.checkpoint import Backbone, model_from_checkpoint, read_checkpoint
-from ipt_edge_export.model import IPTModel, position_offset
 from safetensors.torch import save_file
 from torch import nn
 
@@ -34,6 +32,8 @@ from ipt_edge.bundle import (
 )
 from ipt_edge.classifier import Classifier
 from ipt_edge.tokenization import TextEncoder
+from ipt_edge_export.checkpoint import Backbone, model_from_checkpoint, read_checkpoint
+from ipt_edge_export.model import IPTModel, position_offset
 
 OPSET = 17
 

@@ -13,14 +13,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from ipt_edge_export.checkpoint import DEFAULT_BACKBONE, load_backbone, save_checkpoint, text_budget
-from ipt_edge_export.model import IPTConfig, IPTModel, position_offset
 
 from ipt_edge.tables import TableError, TableReader, require_columns
 from ipt_edge.tokenization import Text, TextEncoder
+from ipt_edge_export.checkpoint import DEFAULT_BACKBONE, load_backbone, save_checkpoint, text_budget
+from ipt_edge_export.model import IPTConfig, IPTModel, position_offset
 
 
 @dataclass
@@ -138,22 +137,105 @@ def evaluate(model: IPTModel, encoder: TextEncoder, examples: Examples, batch_si
     return correct / len(examples.texts)
 
 
-def train(options: TrainOptions, progress: Callable[[str], None] = print) -> dict:
-    """Train, keep the best dev state, save the checkpoint; returns the training record."""
-    if options.threads:
-        torch.set_num_threads(options.threads)
-    random.seed(options.seed)
-    np.random.seed(options.seed)
-    torch.manual_seed(options.seed)
-
+def load_task_data(options: TrainOptions) -> tuple[Examples, Examples | None, list[str], list[str]]:
+    """Training rows (seeded subsample if asked), dev rows, raw label values and display names."""
     raw_labels, label_names = parse_labels(options.labels) if options.labels else (None, None)
     train_set, raw_labels = read_examples(options.train_file, options, raw_labels)
-    label_names = label_names or raw_labels
     dev_set = read_examples(options.dev_file, options, raw_labels)[0] if options.dev_file else None
     if options.max_train_rows and options.max_train_rows < len(train_set.texts):
         keep = sorted(random.Random(options.seed).sample(range(len(train_set.texts)), options.max_train_rows))
         train_set = Examples([train_set.texts[i] for i in keep], [train_set.labels[i] for i in keep])
+    return train_set, dev_set, raw_labels, label_names or raw_labels
 
+
+@dataclass
+class FitResult:
+    best_state: dict | None  # the snapshot at the best dev accuracy (None without a dev set)
+    best_dev: float | None
+    best_step: int
+    steps: int
+    seconds: float
+    history: list[dict]
+
+
+def fit(
+    model: torch.nn.Module,
+    encoder: TextEncoder,
+    train_set: Examples,
+    dev_set: Examples | None,
+    options: TrainOptions,
+    snapshot: Callable[[], dict],
+) -> FitResult:
+    """AdamW over the trainable parameters, linear warm-up and decay, dev selection, a progress bar.
+
+    `snapshot` returns what to keep at the best dev step (a task's tuned weights, or all weights).
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=options.lr, weight_decay=options.weight_decay)
+    steps_per_epoch = math.ceil(len(train_set.texts) / options.batch_size)
+    total_steps = max(1, round(options.epochs * steps_per_epoch))
+    warmup = max(1, round(options.warmup * total_steps))
+
+    def lr_at(step: int) -> float:  # linear warm-up, then linear decay to zero
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
+    eval_every = options.eval_every or steps_per_epoch
+    shuffler = random.Random(options.seed)
+    best_state, best_dev, best_step = None, -1.0, total_steps
+    history: list[dict] = []
+    started = time.perf_counter()
+    columns = (TextColumn("training"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    # stderr, like every status line; evaluations are also printed as lines, which is what a log shows.
+    with Progress(*columns, TextColumn("{task.fields[status]}"), console=Console(stderr=True)) as bar:
+        job = bar.add_task("train", total=total_steps, status="")
+        step, running_loss = 0, 0.0
+        model.train()
+        while step < total_steps:
+            order = list(range(len(train_set.texts)))
+            shuffler.shuffle(order)
+            for rows in batches(order, options.batch_size):
+                if step >= total_steps:
+                    break
+                inputs = to_tensors(encoder, [train_set.texts[i] for i in rows])
+                target = torch.tensor([train_set.labels[i] for i in rows])
+                loss = F.cross_entropy(model(*inputs), target)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+                optimizer.step()
+                scheduler.step()
+                step += 1
+                running_loss = loss.item() if step == 1 else 0.98 * running_loss + 0.02 * loss.item()
+                status = f"loss {running_loss:.4f}"
+                if dev_set and (step % eval_every == 0 or step == total_steps):
+                    accuracy = evaluate(model, encoder, dev_set)
+                    history.append({"step": step, "loss": round(running_loss, 4), "dev_accuracy": accuracy})
+                    if accuracy > best_dev:
+                        best_dev, best_step = accuracy, step
+                        best_state = copy.deepcopy(snapshot())
+                    bar.console.print(
+                        f"step {step}/{total_steps}: loss {running_loss:.4f}, dev accuracy {accuracy:.4f}"
+                    )
+                if history:
+                    status += f"  dev acc {history[-1]['dev_accuracy']:.4f} (best {best_dev:.4f})"
+                bar.update(job, advance=1, status=status)
+    model.eval()
+    seconds = time.perf_counter() - started
+    return FitResult(best_state, best_dev if history else None, best_step, total_steps, seconds, history)
+
+
+def train(options: TrainOptions, progress: Callable[[str], None] = print) -> dict:
+    """Train a task's generator and head, keep the best dev state, save the checkpoint."""
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    torch.manual_seed(options.seed)
+    train_set, dev_set, raw_labels, label_names = load_task_data(options)
     backbone = load_backbone(options.backbone)
     config = IPTConfig(
         generator=options.generator,
@@ -173,83 +255,23 @@ def train(options: TrainOptions, progress: Callable[[str], None] = print) -> dic
         f"{options.generator}: {tuned:,} tuned parameters = {share:.2%} of the backbone "
         f"({backbone.identity['parameters']:,}); {len(train_set.texts):,} training rows"
     )
-
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=options.lr, weight_decay=options.weight_decay)
-    steps_per_epoch = math.ceil(len(train_set.texts) / options.batch_size)
-    total_steps = max(1, round(options.epochs * steps_per_epoch))
-    warmup = max(1, round(options.warmup * total_steps))
-
-    def lr_at(step: int) -> float:  # linear warm-up, then linear decay to zero
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
-    eval_every = options.eval_every or steps_per_epoch
-    shuffler = random.Random(options.seed)
-    best_state, best_dev, best_step = None, -1.0, 0
-    history: list[dict] = []
-    started = time.perf_counter()
-
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    columns = (TextColumn("training"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    # stderr, like every status line; evaluations are also printed as lines, which is what a log shows.
-    with Progress(*columns, TextColumn("{task.fields[status]}"), console=Console(stderr=True)) as bar:
-        job = bar.add_task("train", total=total_steps, status="")
-        step, running_loss = 0, None
-        model.train()
-        while step < total_steps:
-            order = list(range(len(train_set.texts)))
-            shuffler.shuffle(order)
-            for rows in batches(order, options.batch_size):
-                if step >= total_steps:
-                    break
-                inputs = to_tensors(encoder, [train_set.texts[i] for i in rows])
-                target = torch.tensor([train_set.labels[i] for i in rows])
-                loss = F.cross_entropy(model(*inputs), target)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-                optimizer.step()
-                scheduler.step()
-                step += 1
-                value = loss.item()
-                running_loss = value if running_loss is None else 0.98 * running_loss + 0.02 * value
-                status = f"loss {running_loss:.4f}"
-                if dev_set and (step % eval_every == 0 or step == total_steps):
-                    accuracy = evaluate(model, encoder, dev_set)
-                    history.append({"step": step, "loss": round(running_loss, 4), "dev_accuracy": accuracy})
-                    if accuracy > best_dev:
-                        best_dev, best_step = accuracy, step
-                        best_state = copy.deepcopy(model.tuned_state())
-                    bar.console.print(
-                        f"step {step}/{total_steps}: loss {running_loss:.4f}, dev accuracy {accuracy:.4f}"
-                    )
-                if history:
-                    status += f"  dev acc {history[-1]['dev_accuracy']:.4f} (best {best_dev:.4f})"
-                bar.update(job, advance=1, status=status)
-
-    if best_state is not None:
-        model.load_state_dict(best_state, strict=False)
-    model.eval()
-    seconds = time.perf_counter() - started
+    result = fit(model, encoder, train_set, dev_set, options, snapshot=model.tuned_state)
+    if result.best_state is not None:
+        model.load_state_dict(result.best_state, strict=False)
     record = {
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
-        "steps": total_steps,
+        "steps": result.steps,
         "train_rows": len(train_set.texts),
-        "train_seconds": round(seconds, 1),
-        "best_step": best_step if best_state is not None else total_steps,
-        "dev_accuracy": best_dev if best_state is not None else None,
-        "history": history,
+        "train_seconds": round(result.seconds, 1),
+        "best_step": result.best_step,
+        "dev_accuracy": result.best_dev,
+        "history": result.history,
         "tuned_share": share,
     }
     samples_from = dev_set or train_set
     samples = [list(t) if isinstance(t, tuple) else t for t in samples_from.texts[:16]]
     save_checkpoint(options.out_dir, model, backbone, record, samples)
-    if record["dev_accuracy"] is not None:
-        progress(f"best dev accuracy {best_dev:.4f} at step {record['best_step']}")
-    progress(f"saved checkpoint {options.out_dir} ({seconds:.0f} s)")
+    if result.best_dev is not None:
+        progress(f"best dev accuracy {result.best_dev:.4f} at step {result.best_step}")
+    progress(f"saved checkpoint {options.out_dir} ({result.seconds:.0f} s)")
     return record

@@ -70,8 +70,9 @@ def say(message: str) -> None:
 
 def _export_side():
     try:
-        import ipt_edge_export  # noqa: F401
         import torch  # noqa: F401
+
+        import ipt_edge_export  # noqa: F401
     except ImportError as error:
         fail(
             f"this command needs the PyTorch side, which is not installed ({error.name} is missing): "
@@ -96,7 +97,12 @@ def train(
     backbone: Annotated[
         str, typer.Option(help="A local Hugging Face model folder, or all-MiniLM-L6-v2 (packaged).")
     ] = "all-MiniLM-L6-v2",
-    generator: Annotated[str, typer.Option(help="static | lookup | mlp")] = "mlp",
+    generator: Annotated[
+        str,
+        typer.Option(
+            help="static | lookup | mlp | lstm | cnn; all but lookup also as <kind>-deep (prompts in every layer)."
+        ),
+    ] = "mlp",
     prompt_length: Annotated[int, typer.Option(help="P, prompt vectors per input.")] = 16,
     pooling: Annotated[str, typer.Option(help="mean (over real tokens) or cls.")] = "mean",
     max_length: Annotated[int, typer.Option(help="Token budget of the text; longer texts are cut.")] = 128,
@@ -150,10 +156,9 @@ def export(
     PyTorch; beyond --tolerance it refuses and writes nothing.
     """
     _export_side()
+    from ipt_edge.bundle import BundleError
     from ipt_edge_export.checkpoint import CheckpointError
     from ipt_edge_export.onnx_export import ExportError, export_checkpoint
-
-    from ipt_edge.bundle import BundleError
 
     try:
         report = export_checkpoint(checkpoint, out, task=task, backbone=backbone, replace_task=replace,

@@ -10,6 +10,7 @@ import pytest
 
 POSITIVE = ["good", "great", "fine", "lovely", "superb"]
 NEGATIVE = ["bad", "awful", "poor", "dull", "boring"]
+ALL_KINDS = ("static", "static-deep", "lookup", "mlp", "mlp-deep", "lstm", "cnn", "lstm-deep", "cnn-deep")
 FILLER = ["the", "film", "was", "a", "plot", "and", "very", "movie", "story", "is", "it", "so", "cast"]
 
 
@@ -99,8 +100,7 @@ def checkpoints(tiny_backbone, sentiment_files, tmp_path_factory) -> dict[str, P
     folder = tmp_path_factory.mktemp("checkpoints")
     train, dev = sentiment_files
     return {
-        kind: train_checkpoint(tiny_backbone, train, dev, folder / kind, generator=kind)
-        for kind in ("static", "lookup", "mlp")
+        kind: train_checkpoint(tiny_backbone, train, dev, folder / kind, generator=kind) for kind in ALL_KINDS
     }
 
 

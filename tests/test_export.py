@@ -1,18 +1,19 @@
 """Export: parity with PyTorch for every generator, the bundle written whole or not at all."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 import torch
-from ipt_edge_export.checkpoint import model_from_checkpoint, read_checkpoint
-from ipt_edge_export.onnx_export import ExportError, export_checkpoint
 
 from ipt_edge.bundle import read_manifest
 from ipt_edge.classifier import Classifier
 from ipt_edge.tokenization import TextEncoder
+from ipt_edge_export.checkpoint import model_from_checkpoint, read_checkpoint
+from ipt_edge_export.onnx_export import ExportError, export_checkpoint
 
-from .conftest import train_checkpoint, write_tsv
+from .conftest import ALL_KINDS, train_checkpoint, write_tsv
 
 TEXTS = [
     "the film was good",
@@ -31,7 +32,7 @@ def torch_logits(checkpoint, backbone, texts):
         ).numpy()
 
 
-@pytest.mark.parametrize("kind", ["static", "lookup", "mlp"])
+@pytest.mark.parametrize("kind", ALL_KINDS)
 def test_runtime_logits_match_pytorch_for_every_generator(kind, checkpoints, tiny_backbone, tmp_path):
     export_checkpoint(checkpoints[kind], tmp_path / "b", task="t", log=lambda m: None)
     runtime = Classifier.load(tmp_path / "b").logits(TEXTS, batch_size=2)
@@ -109,3 +110,29 @@ def test_task_from_another_backbone_is_refused(checkpoints, tmp_path):
     (path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ExportError, match=r"holds backbone"):
         export_checkpoint(checkpoints["static"], path, task="two", log=lambda m: None)
+
+
+def test_checkpoint_with_a_missing_field_is_refused_by_name(checkpoints, tmp_path):
+    from ipt_edge_export.checkpoint import CheckpointError
+
+    broken = tmp_path / "ckpt"
+    shutil.copytree(checkpoints["mlp"], broken)
+    config = json.loads((broken / "config.json").read_text())
+    del config["backbone"]["source"]
+    (broken / "config.json").write_text(json.dumps(config))
+    with pytest.raises(
+        CheckpointError, match=r"config.json: missing field backbone \(with name, source, sha256\)"
+    ):
+        export_checkpoint(broken, tmp_path / "b", log=lambda m: None)
+    assert not (tmp_path / "b").exists()
+
+
+def test_deep_and_shallow_tasks_share_one_backbone_graph(checkpoints, tmp_path):
+    path = tmp_path / "b"
+    export_checkpoint(checkpoints["mlp-deep"], path, task="deep", log=lambda m: None)
+    export_checkpoint(checkpoints["mlp"], path, task="shallow", log=lambda m: None)
+    manifest = read_manifest(path)
+    assert manifest.tasks["deep"].deep and not manifest.tasks["shallow"].deep
+    assert sorted(p.name for p in path.glob("*.onnx")) == ["embed.onnx", "encoder.onnx"]
+    for task in ("deep", "shallow"):
+        assert len(Classifier.load(path, task=task).predict(TEXTS)) == len(TEXTS)

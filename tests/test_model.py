@@ -2,8 +2,9 @@
 
 import pytest
 import torch
-from ipt_edge_export.model import IPTConfig, IPTModel, PromptedEncoder
 from transformers import BertModel
+
+from ipt_edge_export.model import IPTConfig, IPTModel, PromptedEncoder
 
 
 @pytest.fixture(scope="module")
@@ -60,3 +61,43 @@ def test_lookup_handles_inputs_shorter_than_the_prompt(bert):
 def test_unknown_generator_is_refused():
     with pytest.raises(ValueError, match=r"generator must be one of"):
         IPTConfig(generator="transformer", labels=["a", "b"])
+
+
+@pytest.mark.parametrize("kind", ["lstm", "cnn", "mlp", "lookup", "lstm-deep"])
+def test_a_rows_prompts_do_not_depend_on_its_batch_or_padding(bert, kind):
+    model = IPTModel(bert, IPTConfig(generator=kind, prompt_length=4, labels=["a", "b"])).eval()
+    for parameter in model.generator.parameters():
+        torch.nn.init.normal_(parameter, std=0.1)
+    alone = torch.tensor([[2, 5, 6, 3]])
+    batch = torch.tensor([[2, 5, 6, 3, 0, 0, 0, 0], [2, 9, 10, 11, 12, 13, 14, 3]])
+    with torch.no_grad():
+        by_itself = model.generator(alone, model.word_embeddings(alone), torch.ones_like(alone))
+        in_batch = model.generator(batch, model.word_embeddings(batch), (batch != 0).long())
+    torch.testing.assert_close(in_batch[0][0], by_itself[0][0], atol=1e-5, rtol=0)
+    if by_itself[1] is not None:
+        torch.testing.assert_close(in_batch[1][0], by_itself[1][0], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["static-deep", "mlp-deep", "cnn-deep"])
+def test_deep_kinds_give_a_prompt_to_every_layer(bert, kind):
+    model = IPTModel(bert, IPTConfig(generator=kind, prompt_length=4, labels=["a", "b"])).eval()
+    ids = torch.tensor([[2, 5, 6, 3], [2, 9, 3, 0]])
+    _, layer_prompts = model.generator(ids, model.word_embeddings(ids), (ids != 0).long())
+    assert layer_prompts.shape == (2, bert.config.num_hidden_layers, 4, bert.config.hidden_size)
+
+
+def test_deep_prompts_change_the_output_of_inner_layers(bert):
+    model = IPTModel(bert, IPTConfig(generator="static-deep", prompt_length=4, labels=["a", "b"])).eval()
+    ids = torch.tensor([[2, 5, 6, 3]])
+    mask, types = torch.ones_like(ids), torch.zeros_like(ids)
+    before = model(ids, mask, types)
+    with torch.no_grad():
+        model.generator.deep.layer_base[1].normal_(std=1.0)  # only layer 1's prompt
+    assert not torch.allclose(before, model(ids, mask, types))
+
+
+def test_cnn_takes_inputs_shorter_than_its_widest_filter(bert):
+    model = IPTModel(bert, IPTConfig(generator="cnn", prompt_length=4, labels=["a", "b"])).eval()
+    ids = torch.tensor([[2, 3]])
+    prompts, _ = model.generator(ids, model.word_embeddings(ids), torch.ones_like(ids))
+    assert prompts.shape == (1, 4, bert.config.hidden_size)
