@@ -31,6 +31,7 @@ from ipt_edge.bundle import (
     write_manifest,
 )
 from ipt_edge.classifier import Classifier
+from ipt_edge.tables import TableError, TableReader, require_columns
 from ipt_edge.tokenization import TextEncoder
 from ipt_edge_export.checkpoint import Backbone, model_from_checkpoint, read_checkpoint
 from ipt_edge_export.model import IPTModel, position_offset
@@ -79,7 +80,37 @@ def example_batch(model: IPTModel, tokenizer_path: Path, samples: list) -> tuple
     return tuple(torch.from_numpy(a) for a in (batch.input_ids, batch.attention_mask, batch.token_type_ids))
 
 
-def export_backbone(backbone: Backbone, folder: Path) -> None:
+def optimize_encoder(path: Path, hf_config) -> dict[str, int]:
+    """Fuse attention, GELU and layer norms with ONNX Runtime's transformer optimizer, in place.
+
+    Done once here, so loading a bundle does not redo it; returns the fused operator counts."""
+    from onnxruntime.transformers import optimizer
+
+    fused = optimizer.optimize_model(
+        str(path),
+        model_type="bert",
+        num_heads=hf_config.num_attention_heads,
+        hidden_size=hf_config.hidden_size,
+    )
+    fused.save_model_to_file(str(path))
+    return {op: n for op, n in fused.get_fused_operator_statistics().items() if n}
+
+
+def quantize_encoder(source: Path, target: Path) -> None:
+    """Dynamic int8 quantization of the encoder's weights (activations quantized per batch).
+
+    reduce_range keeps weights to 7 bits: on AVX2 CPUs without VNNI, u8 x s8 products summed in
+    pairs can saturate int16 (vpmaddubsw); 7-bit weights cannot."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        source, target, weight_type=QuantType.QInt8, per_channel=True, reduce_range=True,
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},  # needed on a fused graph
+    )  # fmt: skip
+
+
+def export_backbone(backbone: Backbone, folder: Path, optimize: bool = True) -> dict[str, int]:
     """embed.onnx, encoder.onnx and tokenizer.json: the frozen weights, once per bundle."""
     model = backbone.model
     hidden, layers = model.config.hidden_size, model.config.num_hidden_layers
@@ -111,6 +142,7 @@ def export_backbone(backbone: Backbone, folder: Path) -> None:
         },
     )  # fmt: skip
     shutil.copyfile(backbone.tokenizer_path, folder / "tokenizer.json")
+    return optimize_encoder(folder / "encoder.onnx", model.config) if optimize else {}
 
 
 def export_task(model: IPTModel, tokenizer_path: Path, samples: list, folder: Path) -> bool:
@@ -168,7 +200,7 @@ def task_info(model: IPTModel, folder: str, deep: bool, parity_diff: float) -> T
         label_values=list(config.label_values or config.labels), text_pair=config.text_pair,
         max_length=config.max_length, tuned_parameters=model.tuned_parameter_count(),
         parity_max_abs_diff=parity_diff, generator_file=f"{folder}/generator.onnx",
-        head_file=f"{folder}/head.safetensors",
+        head_file=f"{folder}/head.safetensors", int8={},
     )  # fmt: skip
 
 
@@ -178,6 +210,54 @@ def _record_task(manifest: Manifest, root: Path, name: str, info: TaskInfo) -> N
         manifest.files[relative] = file_record(root / relative)
 
 
+@dataclass
+class Calibration:
+    """A labelled file the int8 encoder is judged on, read like `ipt-edge score` reads files."""
+
+    path: Path
+    text_column: str = "text"
+    text_pair_column: str | None = None
+    label_column: str = "label"
+    tolerance: float = 0.5  # accuracy points int8 may lose against fp32
+
+
+def labelled_accuracy(classifier: Classifier, calibration: Calibration) -> tuple[float, int]:
+    texts, gold = [], []
+    with TableReader(calibration.path) as reader:
+        for line, row in reader:
+            columns = {"--text-column": calibration.text_column, "--label-column": calibration.label_column}
+            columns["--text-pair-column"] = calibration.text_pair_column
+            require_columns(calibration.path, reader.columns, columns)
+            text = row[calibration.text_column]
+            texts.append((text, row[calibration.text_pair_column]) if calibration.text_pair_column else text)
+            value = row[calibration.label_column].strip()
+            if value not in classifier.label_index:
+                raise TableError(
+                    f"{calibration.path}:{line}: label {value!r} is not one of {classifier.labels}"
+                )
+            gold.append(classifier.label_index[value])
+    if not texts:
+        raise TableError(f"{calibration.path}: no rows")
+    predicted = classifier.logits(texts).argmax(axis=-1)
+    return float((predicted == np.array(gold)).mean()), len(texts)
+
+
+def _measure_int8(root: Path, manifest: Manifest, name: str, calibration: Calibration, log) -> dict:
+    fp32, rows = labelled_accuracy(Classifier(root, manifest, name), calibration)
+    int8, _ = labelled_accuracy(Classifier(root, manifest, name, precision="int8"), calibration)
+    drop = 100 * (fp32 - int8)
+    log(
+        f"int8 encoder on {calibration.path.name}: accuracy {int8:.4f} vs fp32 {fp32:.4f} ({drop:+.2f} points lost)"
+    )
+    if drop > calibration.tolerance:
+        raise ExportError(
+            f"the int8 encoder loses {drop:.2f} accuracy points on {calibration.path} ({rows} rows), more than "
+            f"the tolerance {calibration.tolerance}; nothing was written (export without --quantize, or raise "
+            "--int8-tolerance)"
+        )
+    return {"fp32_accuracy": fp32, "int8_accuracy": int8, "rows": rows, "file": calibration.path.name}
+
+
 def export_checkpoint(
     checkpoint_dir: str | Path,
     bundle_dir: str | Path,
@@ -185,8 +265,14 @@ def export_checkpoint(
     backbone: str | None = None,
     replace_task: bool = False,
     tolerance: float = 1e-4,
+    optimize: bool = True,
+    int8: Calibration | None = None,
     log=print,
 ) -> ExportReport:
+    """Export a checkpoint into a new bundle, or add it as a task to an existing one.
+
+    optimize: fuse the backbone graph at export (new bundles). int8: also build the dynamically
+    quantized encoder (if the bundle lacks it) and judge it on the calibration file."""
     checkpoint = read_checkpoint(checkpoint_dir)
     name = task or Path(checkpoint_dir).resolve().name
     if not TASK_NAME.match(name):
@@ -198,21 +284,27 @@ def export_checkpoint(
             f"{checkpoint_dir}: the checkpoint holds {len(samples)} sample inputs; parity needs 2+"
         )
     bundle_dir = Path(bundle_dir)
-    existing = bundle_dir.is_dir() and any(bundle_dir.iterdir())
-    if existing:
-        return _add_task(model, source, samples, bundle_dir, name, replace_task, tolerance, log)
+    if bundle_dir.is_dir() and any(bundle_dir.iterdir()):
+        return _add_task(model, source, samples, bundle_dir, name, replace_task, tolerance, int8, log)
 
     log(f"exporting the backbone {source.identity['name']} and task {name!r} into a new bundle {bundle_dir}")
     stage = temp_dir_beside(bundle_dir)
     try:
-        export_backbone(source, stage)
-        deep = export_task(model, source.tokenizer_path, samples, stage / "tasks" / name)
         manifest = Manifest(backbone=backbone_info(source))
+        manifest.encoder_fusions = export_backbone(source, stage, optimize)
+        if manifest.encoder_fusions:
+            log(f"fused the encoder: {manifest.encoder_fusions}")
+        if int8:
+            quantize_encoder(stage / manifest.encoder_file, stage / "encoder.int8.onnx")
+            manifest.encoder_int8_file = "encoder.int8.onnx"
         for relative in manifest.shared_files():
             manifest.files[relative] = file_record(stage / relative)
+        deep = export_task(model, source.tokenizer_path, samples, stage / "tasks" / name)
         _record_task(manifest, stage, name, task_info(model, f"tasks/{name}", deep, float("nan")))
         diff = _check_parity(model, stage, manifest, name, source, samples, tolerance)
         manifest.tasks[name].parity_max_abs_diff = diff
+        if int8:
+            manifest.tasks[name].int8 = _measure_int8(stage, manifest, name, int8, log)
         write_manifest(stage, manifest)
         share_files(stage)
         if bundle_dir.is_dir():
@@ -237,7 +329,9 @@ def _check_parity(
     return diff
 
 
-def _add_task(model, source: Backbone, samples, bundle_dir: Path, name: str, replace_task, tolerance, log):
+def _add_task(
+    model, source: Backbone, samples, bundle_dir: Path, name: str, replace_task, tolerance, int8, log
+):
     if not (bundle_dir / MANIFEST).is_file():
         raise ExportError(f"{bundle_dir} exists, is not empty and has no {MANIFEST}: not a bundle to add to")
     manifest = read_manifest(bundle_dir)
@@ -251,15 +345,21 @@ def _add_task(model, source: Backbone, samples, bundle_dir: Path, name: str, rep
             f"{bundle_dir} already has a task {name!r}; pass --replace to replace it, or --task NAME"
         )
     log(f"adding task {name!r} to {bundle_dir} (the backbone graphs are reused)")
-    tasks_dir = bundle_dir / "tasks"
-    final = tasks_dir / name
+    final = bundle_dir / "tasks" / name
     stage = temp_dir_beside(final)
     old = None
     try:
+        updated = replace(manifest, tasks=dict(manifest.tasks), files=dict(manifest.files))
+        if int8 and not manifest.encoder_int8_file:
+            # A new shared file; harmless if we stop before the manifest names it.
+            quantize_encoder(bundle_dir / manifest.encoder_file, bundle_dir / "encoder.int8.onnx")
+            updated.encoder_int8_file = "encoder.int8.onnx"
+            updated.files["encoder.int8.onnx"] = file_record(bundle_dir / "encoder.int8.onnx")
         deep = export_task(model, source.tokenizer_path, samples, stage)
-        staged = replace(manifest, tasks=dict(manifest.tasks), files=dict(manifest.files))
+        staged = replace(updated, tasks=dict(updated.tasks), files=dict(updated.files))
         _record_task(staged, bundle_dir, name, task_info(model, f"tasks/{stage.name}", deep, float("nan")))
         diff = _check_parity(model, bundle_dir, staged, name, source, samples, tolerance)
+        quality = _measure_int8(bundle_dir, staged, name, int8, log) if int8 else {}
         share_files(stage)
         if final.exists():
             if name in manifest.tasks:  # --replace: keep the old files until the manifest moves on
@@ -268,11 +368,11 @@ def _add_task(model, source: Backbone, samples, bundle_dir: Path, name: str, rep
             else:  # left by an export that stopped before its manifest was written
                 shutil.rmtree(final)
         os.replace(stage, final)
-        updated = replace(manifest, tasks=dict(manifest.tasks), files=dict(manifest.files))
-        for stale in ("generator_file", "head_file"):
-            if name in manifest.tasks:
-                updated.files.pop(getattr(manifest.tasks[name], stale), None)
+        if name in manifest.tasks:
+            for stale in (manifest.tasks[name].generator_file, manifest.tasks[name].head_file):
+                updated.files.pop(stale, None)
         _record_task(updated, bundle_dir, name, task_info(model, f"tasks/{name}", deep, diff))
+        updated.tasks[name].int8 = quality
         write_manifest(bundle_dir, updated)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)

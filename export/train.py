@@ -18,7 +18,14 @@ import torch.nn.functional as F
 
 from ipt_edge.tables import TableError, TableReader, require_columns
 from ipt_edge.tokenization import Text, TextEncoder
-from ipt_edge_export.checkpoint import DEFAULT_BACKBONE, load_backbone, save_checkpoint, text_budget
+from ipt_edge_export.checkpoint import (
+    DEFAULT_BACKBONE,
+    CheckpointError,
+    load_backbone,
+    read_checkpoint,
+    save_checkpoint,
+    text_budget,
+)
 from ipt_edge_export.model import IPTConfig, IPTModel, position_offset
 
 
@@ -45,6 +52,7 @@ class TrainOptions:
     max_train_rows: int | None = None  # a seeded subsample, for quick runs
     eval_every: int | None = None  # steps between dev evaluations (default: once per epoch)
     threads: int | None = None
+    init_generator: Path | None = None  # a checkpoint whose generator (same kind and P) starts this one
 
 
 @dataclass
@@ -230,6 +238,22 @@ def fit(
     return FitResult(best_state, best_dev if history else None, best_step, total_steps, seconds, history)
 
 
+def start_from_pretrained_generator(model: IPTModel, checkpoint_dir: Path, backbone_sha256: str) -> None:
+    """Generator pretraining: take the generator of a checkpoint trained on an auxiliary corpus
+    (e.g. AG News topics); the head is new, since the labels differ."""
+    source = read_checkpoint(checkpoint_dir)
+    mine, theirs = model.config, source.config
+    if (theirs.generator, theirs.prompt_length) != (mine.generator, mine.prompt_length):
+        raise CheckpointError(
+            f"{checkpoint_dir}: its generator is {theirs.generator} with P={theirs.prompt_length}; "
+            f"this task trains {mine.generator} with P={mine.prompt_length}"
+        )
+    if source.meta["backbone"]["sha256"] != backbone_sha256:
+        raise CheckpointError(f"{checkpoint_dir} was trained on another backbone")
+    weights = {k: v for k, v in source.weights.items() if k.startswith("generator.")}
+    model.load_state_dict(weights, strict=False)
+
+
 def train(options: TrainOptions, progress: Callable[[str], None] = print) -> dict:
     """Train a task's generator and head, keep the best dev state, save the checkpoint."""
     if options.threads:
@@ -248,6 +272,9 @@ def train(options: TrainOptions, progress: Callable[[str], None] = print) -> dic
     )
     config.max_length = text_budget(backbone.identity, config, position_offset(backbone.model.config))
     model = IPTModel(backbone.model, config, seed=options.seed)
+    if options.init_generator:
+        start_from_pretrained_generator(model, options.init_generator, backbone.identity["sha256"])
+        progress(f"generator initialised from {options.init_generator}")
     encoder = TextEncoder(backbone.tokenizer_path, config.max_length)
     tuned = model.tuned_parameter_count()
     share = tuned / backbone.identity["parameters"]

@@ -69,6 +69,9 @@ class TaskInfo:
     parity_max_abs_diff: float  # PyTorch vs ONNX Runtime logits, measured at export
     generator_file: str
     head_file: str
+    int8: (
+        dict  # {} or the int8 encoder's accuracy on a labelled file: fp32_accuracy, int8_accuracy, rows, file
+    )
 
 
 @dataclass
@@ -77,6 +80,8 @@ class Manifest:
     tokenizer_file: str = "tokenizer.json"
     embed_file: str = "embed.onnx"
     encoder_file: str = "encoder.onnx"
+    encoder_int8_file: str = ""  # "" when the bundle has no int8 encoder
+    encoder_fusions: dict = field(default_factory=dict)  # ONNX Runtime fusions applied at export
     tasks: dict[str, TaskInfo] = field(default_factory=dict)
     files: dict[str, FileRecord] = field(default_factory=dict)
     format: str = FORMAT
@@ -88,7 +93,8 @@ class Manifest:
         return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
     def shared_files(self) -> list[str]:
-        return [self.tokenizer_file, self.embed_file, self.encoder_file]
+        files = [self.tokenizer_file, self.embed_file, self.encoder_file]
+        return [*files, self.encoder_int8_file] if self.encoder_int8_file else files
 
     def task(self, name: str | None) -> tuple[str, TaskInfo]:
         """The task called `name`; with None, the only task (an error if there are several)."""
@@ -128,7 +134,9 @@ def _fields(cls: type, data: Any, where: str) -> Any:
         raise BundleError(f"{MANIFEST}: {where.rstrip('.')} should be an object")
     values = {}
     for name, annotation in cls.__annotations__.items():
-        kind = {"str": str, "int": int, "bool": bool, "float": float, "list[str]": list}[annotation]
+        kind = {"str": str, "int": int, "bool": bool, "float": float, "list[str]": list, "dict": dict}[
+            annotation
+        ]
         values[name] = _field(data, name, kind, where)
         if annotation == "list[str]" and not all(isinstance(v, str) for v in values[name]):
             raise BundleError(f"{MANIFEST}: field {where}{name} should be a list of strings")
@@ -177,8 +185,9 @@ def parse_manifest(text: str) -> Manifest:
         if len(info.labels) < 2 or len(info.label_values) != len(info.labels) or info.prompt_length < 1:
             raise BundleError(f"{MANIFEST}: task {name!r} needs 2+ labels, one value per label, and a prompt")
     manifest = Manifest(backbone=backbone, tasks=tasks, files=files)
-    for key in ("tokenizer_file", "embed_file", "encoder_file"):
+    for key in ("tokenizer_file", "embed_file", "encoder_file", "encoder_int8_file"):
         setattr(manifest, key, _field(data, key, str, ""))
+    manifest.encoder_fusions = _field(data, "encoder_fusions", dict, "")
     listed = manifest.shared_files() + [f for t in tasks.values() for f in (t.generator_file, t.head_file)]
     for path in listed:
         check_relative_path(path, "a graph")

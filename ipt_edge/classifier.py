@@ -34,6 +34,7 @@ class Classifier:
         task: str | None = None,
         providers: str | list[str] | None = None,
         threads: int | None = None,
+        precision: str = "fp32",
     ):
         self.bundle_dir = Path(bundle_dir)
         self.manifest = manifest
@@ -45,7 +46,7 @@ class Classifier:
         self.encoder_text = TextEncoder(path(manifest.tokenizer_file), self.task.max_length)
         self.embed = create_session(path(manifest.embed_file), self.providers, threads)
         self.generator = create_session(path(self.task.generator_file), self.providers, threads)
-        self.backbone = create_session(path(manifest.encoder_file), self.providers, threads)
+        self.backbone = create_session(path(self._encoder_file(precision)), self.providers, threads)
         self.generator_inputs = [i.name for i in self.generator.get_inputs()]
         unknown = set(self.generator_inputs) - set(GENERATOR_INPUTS)
         if unknown:
@@ -69,6 +70,20 @@ class Classifier:
         p, h = self.task.prompt_length, backbone.hidden_size
         self.no_layer_prompts = np.zeros((1, backbone.num_layers, p, h), dtype=np.float32)  # [1, L, P, H]
         self.last_truncated = 0
+        # A gold label may be written as its display name or as its value in the training data.
+        self.label_index = {v: i for i, v in enumerate(self.task.label_values)}
+        self.label_index.update({name: i for i, name in enumerate(self.labels)})
+
+    def _encoder_file(self, precision: str) -> str:
+        if precision == "fp32":
+            return self.manifest.encoder_file
+        if precision != "int8":
+            raise ValueError(f"precision must be 'fp32' or 'int8', got {precision!r}")
+        if not self.manifest.encoder_int8_file:
+            raise BundleError(f"{self.bundle_dir} has no int8 encoder; export with --quantize int8")
+        if not self.task.int8:
+            warnings.warn(f"int8 accuracy was never measured for task {self.task_name!r}", stacklevel=4)
+        return self.manifest.encoder_int8_file
 
     @classmethod
     def load(
@@ -77,9 +92,11 @@ class Classifier:
         task: str | None = None,
         providers: str | list[str] | None = None,
         threads: int | None = None,
+        precision: str = "fp32",
     ) -> Classifier:
-        """Open a bundle's task: 'cpu' (default) or 'cuda' providers; threads default to ORT's."""
-        return cls(bundle_dir, read_manifest(bundle_dir), task, providers, threads)
+        """Open a bundle's task: 'cpu' (default) or 'cuda' providers; threads default to ORT's;
+        precision 'int8' runs the dynamically quantized encoder, where the bundle has one."""
+        return cls(bundle_dir, read_manifest(bundle_dir), task, providers, threads, precision)
 
     # ---- one padded batch through the three graphs ----------------------------------------------
 

@@ -35,6 +35,9 @@ ProviderOption = Annotated[
     str,
     typer.Option("--provider", help="cpu or cuda. cuda fails clearly when ONNX Runtime cannot use it."),
 ]
+PrecisionOption = Annotated[
+    str, typer.Option(help="fp32, or int8 where the bundle was exported with --quantize int8.")
+]
 ThreadsOption = Annotated[
     int | None, typer.Option("--threads", help="Intra-op threads (default: ONNX Runtime's, one per core).")
 ]
@@ -113,6 +116,10 @@ def train(
     max_train_rows: Annotated[int | None, typer.Option(help="Train on a seeded subsample.")] = None,
     eval_every: Annotated[int | None, typer.Option(help="Steps between dev evaluations.")] = None,
     threads: ThreadsOption = None,
+    init_generator: Annotated[
+        Path | None,
+        typer.Option(help="Start from the generator of this checkpoint (pretrained on another corpus)."),
+    ] = None,
 ) -> None:
     """Train a task's prompt generator and head on the frozen backbone; saves a checkpoint."""
     _export_side()
@@ -126,6 +133,7 @@ def train(
         backbone=backbone, generator=generator, prompt_length=prompt_length, pooling=pooling,
         max_length=max_length, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
         max_train_rows=max_train_rows, eval_every=eval_every, threads=threads,
+        init_generator=init_generator,
     )  # fmt: skip
     try:
         run_training(options, progress=say)
@@ -149,6 +157,22 @@ def export(
     tolerance: Annotated[
         float, typer.Option(help="Largest |logit difference| ONNX Runtime vs PyTorch accepted.")
     ] = 1e-4,
+    optimize: Annotated[
+        bool, typer.Option(help="Fuse attention, GELU and layer norms in the backbone graph (new bundles).")
+    ] = True,
+    quantize: Annotated[
+        str | None,
+        typer.Option(help="int8: also build a dynamically quantized encoder (needs --calibration)."),
+    ] = None,
+    calibration: Annotated[
+        Path | None, typer.Option(help="Labelled file the int8 encoder's accuracy is measured on.")
+    ] = None,
+    int8_tolerance: Annotated[float, typer.Option(help="Accuracy points int8 may lose against fp32.")] = 0.5,
+    text_column: Annotated[str, typer.Option(help="Calibration file: text column.")] = "text",
+    text_pair_column: Annotated[
+        str | None, typer.Option(help="Calibration file: second text column.")
+    ] = None,
+    label_column: Annotated[str, typer.Option(help="Calibration file: label column.")] = "label",
 ) -> None:
     """Export a checkpoint to a bundle: shared backbone graphs once, one generator graph per task.
 
@@ -158,25 +182,32 @@ def export(
     _export_side()
     from ipt_edge.bundle import BundleError
     from ipt_edge_export.checkpoint import CheckpointError
-    from ipt_edge_export.onnx_export import ExportError, export_checkpoint
+    from ipt_edge_export.onnx_export import Calibration, ExportError, export_checkpoint
 
+    if quantize not in (None, "int8"):
+        fail(f"--quantize takes int8, got {quantize!r}")
+    if quantize and calibration is None:
+        fail("--quantize int8 needs --calibration FILE: a labelled file to measure what int8 costs")
+    int8 = None
+    if quantize:
+        int8 = Calibration(calibration, text_column, text_pair_column, label_column, int8_tolerance)
     try:
         report = export_checkpoint(checkpoint, out, task=task, backbone=backbone, replace_task=replace,
-                                   tolerance=tolerance, log=say)  # fmt: skip
+                                   tolerance=tolerance, optimize=optimize, int8=int8, log=say)  # fmt: skip
     except (ExportError, CheckpointError, BundleError, TableError) as error:
         fail(str(error))
     say(f"parity: max |logit difference| ONNX Runtime vs PyTorch = {report.parity_max_abs_diff:.2e}")
     typer.echo(f"{report.bundle} task {report.task!r} ready")
 
 
-def _load(bundle: Path, task: str | None, provider: str, threads: int | None):
+def _load(bundle: Path, task: str | None, provider: str, threads: int | None, precision: str):
     from ipt_edge.bundle import BundleError
     from ipt_edge.classifier import Classifier
     from ipt_edge.sessions import ProviderError
 
     try:
-        return Classifier.load(bundle, task=task, providers=provider, threads=threads)
-    except (BundleError, ProviderError) as error:
+        return Classifier.load(bundle, task=task, providers=provider, threads=threads, precision=precision)
+    except (BundleError, ProviderError, ValueError) as error:
         fail(str(error))
 
 
@@ -202,6 +233,7 @@ def predict(
     ] = False,
     provider: ProviderOption = "cpu",
     threads: ThreadsOption = None,
+    precision: PrecisionOption = "fp32",
     batch_size: Annotated[int, typer.Option(help="Texts per batch.")] = 32,
 ) -> None:
     """Classify texts: prints label, probability and text, one line each (pair tasks: TEXT<tab>PAIR)."""
@@ -209,7 +241,7 @@ def predict(
     items = _stdin_lines() if from_stdin else list(texts)
     if not items:
         fail("no texts: pass them as arguments or one per line on stdin")
-    classifier = _load(bundle, task, provider, threads)
+    classifier = _load(bundle, task, provider, threads, precision)
     inputs: list = []
     for index, text in enumerate(items):
         where = f"stdin line {index + 1}" if from_stdin else f"text {index + 1}"
@@ -263,6 +295,7 @@ def score(
     ] = 4096,
     provider: ProviderOption = "cpu",
     threads: ThreadsOption = None,
+    precision: PrecisionOption = "fp32",
 ) -> None:
     """Score a file: adds `prediction` and one `prob_<label>` column per label, same format as the input.
 
@@ -274,7 +307,7 @@ def score(
 
     if out.resolve() == input_file.resolve():
         fail(f"{out}: the output would overwrite the input; choose another -o")
-    classifier = _load(bundle, task, provider, threads)
+    classifier = _load(bundle, task, provider, threads, precision)
     if classifier.task.text_pair and not text_pair_column:
         fail(f"task {classifier.task_name!r} takes text pairs: pass --text-pair-column")
     added = ["prediction"] + [f"prob_{label}" for label in classifier.labels]
@@ -314,8 +347,7 @@ def score(
                             {f"prob_{n}": f"{p:.6f}" for n, p in zip(classifier.labels, scores, strict=True)}
                         )
                         if label_column:
-                            gold = row[label_column].strip()
-                            correct += gold in (label, classifier.task.label_values[best])
+                            correct += classifier.label_index.get(row[label_column].strip()) == best
                         writer.write(row)
                     rows_done += len(chunk)
                     progress.update(job, completed=reader.bytes_read, rows=rows_done)
@@ -373,6 +405,8 @@ def info(
     )
     shared = sum(manifest.files[f].size for f in manifest.shared_files())
     typer.echo(f"shared   {', '.join(manifest.shared_files())}: {shared / 1e6:.1f} MB")
+    fusions = ", ".join(f"{op} x{n}" for op, n in manifest.encoder_fusions.items()) or "none"
+    typer.echo(f"fusions  {fusions}")
     for name, task in sorted(manifest.tasks.items()):
         size = sum(manifest.files[f].size for f in (task.generator_file, task.head_file))
         share = task.tuned_parameters / backbone.parameters
@@ -383,6 +417,12 @@ def info(
             f"         {task.tuned_parameters:,} tuned parameters ({share:.2%} of the backbone), {size / 1e6:.2f} MB, "
             f"parity {task.parity_max_abs_diff:.1e}"
         )
+        if task.int8:
+            q = task.int8
+            typer.echo(
+                f"         int8: accuracy {q['int8_accuracy']:.4f} vs fp32 {q['fp32_accuracy']:.4f} "
+                f"on {q['rows']} rows of {q['file']}"
+            )
     if verify:
         problems = []
         for relative in manifest.files:

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -154,3 +155,26 @@ def test_train_without_the_export_extra_says_how_to_install_it(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 2
     assert "pip install 'ipt-edge[export]'" in result.stderr
+
+
+def test_train_can_start_from_a_pretrained_generator(tiny_backbone, sentiment_files, checkpoints, tmp_path):
+    from safetensors.numpy import load_file
+
+    train, _ = sentiment_files
+    out = tmp_path / "ckpt"
+    result = run("train", train, "-o", out, "--backbone", tiny_backbone, "--prompt-length", "4",
+                 "--epochs", "0.01", "--lr", "1e-12", "--init-generator", checkpoints["mlp"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    pretrained = load_file(checkpoints["mlp"] / "weights.safetensors")
+    started = load_file(out / "weights.safetensors")
+    np.testing.assert_allclose(started["generator.up.weight"], pretrained["generator.up.weight"], atol=1e-6)
+
+
+def test_pretrained_generator_of_another_kind_is_refused(
+    tiny_backbone, sentiment_files, checkpoints, tmp_path
+):
+    train, _ = sentiment_files
+    result = run("train", train, "-o", tmp_path / "c", "--backbone", tiny_backbone, "--prompt-length", "4",
+                 "--generator", "cnn", "--init-generator", checkpoints["mlp"])  # fmt: skip
+    assert result.exit_code == 2
+    assert "its generator is mlp with P=4; this task trains cnn with P=4" in result.output

@@ -136,3 +136,52 @@ def test_deep_and_shallow_tasks_share_one_backbone_graph(checkpoints, tmp_path):
     assert sorted(p.name for p in path.glob("*.onnx")) == ["embed.onnx", "encoder.onnx"]
     for task in ("deep", "shallow"):
         assert len(Classifier.load(path, task=task).predict(TEXTS)) == len(TEXTS)
+
+
+def test_backbone_graph_is_fused_at_export(bundle):
+    fusions = read_manifest(bundle).encoder_fusions
+    assert fusions.get("Attention") == 2  # one per layer of the tiny BERT
+    assert fusions.get("SkipLayerNormalization", 0) >= 2
+
+
+def test_unfused_export_still_matches_pytorch(checkpoints, tiny_backbone, tmp_path):
+    export_checkpoint(checkpoints["mlp"], tmp_path / "b", optimize=False, log=lambda m: None)
+    assert read_manifest(tmp_path / "b").encoder_fusions == {}
+    runtime = Classifier.load(tmp_path / "b").logits(TEXTS)
+    np.testing.assert_allclose(
+        runtime, torch_logits(checkpoints["mlp"], tiny_backbone, TEXTS), atol=1e-4, rtol=0
+    )
+
+
+def test_int8_export_measures_accuracy_on_the_calibration_file(checkpoints, sentiment_files, tmp_path):
+    from ipt_edge_export.onnx_export import Calibration
+
+    _, dev = sentiment_files
+    export_checkpoint(
+        checkpoints["mlp"], tmp_path / "b", int8=Calibration(dev, tolerance=100.0), log=lambda m: None
+    )
+    manifest = read_manifest(tmp_path / "b")
+    quality = manifest.tasks["mlp"].int8
+    assert manifest.encoder_int8_file == "encoder.int8.onnx"
+    assert quality["rows"] == 24 and 0.0 <= quality["int8_accuracy"] <= 1.0
+    int8 = Classifier.load(tmp_path / "b", precision="int8").logits(TEXTS)
+    fp32 = Classifier.load(tmp_path / "b").logits(TEXTS)
+    assert not np.array_equal(int8, fp32)  # really another graph
+    np.testing.assert_allclose(int8, fp32, atol=0.5)
+
+
+def test_int8_beyond_tolerance_is_refused_and_nothing_written(checkpoints, sentiment_files, tmp_path):
+    from ipt_edge_export.onnx_export import Calibration
+
+    _, dev = sentiment_files
+    with pytest.raises(ExportError, match=r"the int8 encoder loses .* accuracy points"):
+        export_checkpoint(checkpoints["mlp"], tmp_path / "b", int8=Calibration(dev, tolerance=-101.0),
+                          log=lambda m: None)  # fmt: skip
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_int8_is_refused_where_the_bundle_has_none(bundle):
+    from ipt_edge.bundle import BundleError
+
+    with pytest.raises(BundleError, match="has no int8 encoder"):
+        Classifier.load(bundle, precision="int8")
