@@ -7,17 +7,17 @@ no pickle). The backbone is named, not copied: export finds it again and checks 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from ipt_edge.atomic import share_files, temp_dir_beside
+from ipt_edge.bundle import sha256_file
 from ipt_edge_export.model import IPTConfig, IPTModel
 
 DEFAULT_BACKBONE = "all-MiniLM-L6-v2"
@@ -27,14 +27,6 @@ CHECKPOINT_VERSION = 1
 
 class CheckpointError(ValueError):
     """A checkpoint or backbone that cannot be used; the message says why and what to do."""
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def resolve_backbone_dir(name_or_path: str) -> Path:
@@ -110,8 +102,7 @@ def save_checkpoint(
 ) -> Path:
     """Write the checkpoint folder atomically: a temp folder renamed into place when complete."""
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    temp = temp_dir_beside(out_dir)
     try:
         tensors = {k: v.detach().contiguous().cpu() for k, v in model.tuned_state().items()}
         save_file(tensors, temp / "weights.safetensors")
@@ -125,6 +116,7 @@ def save_checkpoint(
             "samples": samples,  # real inputs export runs through both PyTorch and ONNX Runtime
         }
         (temp / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+        share_files(temp)  # safetensors writes 0600
         if out_dir.exists():
             old = out_dir.with_name(f".{out_dir.name}.old")
             shutil.rmtree(old, ignore_errors=True)

@@ -38,7 +38,7 @@ class IPTConfig:
     prompt_length: int = 16  # P: prompt vectors prepended to every input
     lookup_rank: int = 8  # lookup: rank of the factorised [vocab, H] prompt table
     mlp_hidden: int = 32  # mlp/lstm/cnn: bottleneck width between features and prompts
-    feature_size: int = 64  # lstm: projection and state width per direction; cnn: filters per width
+    feature_size: int = 48  # lstm/cnn: width the token embeddings are projected to (and of states, filters)
     dropout: float = 0.1  # on the generator bottleneck and the pooled states (training only)
     pooling: str = "mean"  # mean over the real tokens (prompts excluded), or the first token
     labels: list[str] = field(default_factory=list)  # display names, in logit order
@@ -190,7 +190,7 @@ class LSTMPrompt(FeaturePrompt):
 
 
 class CNNPrompt(FeaturePrompt):
-    """Features: TextCNN (Kim, 2014) over the token embeddings, max over real tokens.
+    """Features: TextCNN (Kim, 2014) over the (projected) token embeddings, max over real tokens.
 
     Odd widths with 'same' padding and zeroed padding tokens: any input length works, and a row's
     features do not depend on how far it is padded.
@@ -201,13 +201,14 @@ class CNNPrompt(FeaturePrompt):
     def __init__(self, init: torch.Tensor, feature_size: int, hidden_units: int, dropout: float,
                  deep: DeepPrompts | None = None):  # fmt: skip
         super().__init__(init, feature_size * len(self.widths), hidden_units, dropout, deep)
+        self.project = nn.Linear(init.shape[1], feature_size)
         self.convs = nn.ModuleList(
-            nn.Conv1d(init.shape[1], feature_size, width, padding=width // 2) for width in self.widths
+            nn.Conv1d(feature_size, feature_size, width, padding=width // 2) for width in self.widths
         )
 
     def features(self, input_ids, token_embeds, attention_mask):
         mask = attention_mask.unsqueeze(1).to(token_embeds.dtype)  # [B, 1, T]
-        x = token_embeds.transpose(1, 2) * mask  # [B, H, T]
+        x = self.project(token_embeds).transpose(1, 2) * mask  # [B, F, T]
         pooled = []
         for conv in self.convs:
             maps = torch.relu(conv(x))  # [B, F, T]
@@ -282,10 +283,7 @@ class PromptedEncoder(nn.Module):
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, prompt_length: int, how: str):
     """Pooled states of the real tokens: prompts and padding are left out. [B, S, H] -> [B, H]"""
     tokens = hidden[:, prompt_length:]
-    if how == "cls":
-        return tokens[:, 0]
-    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-    return (tokens * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+    return tokens[:, 0] if how == "cls" else masked_mean(tokens, attention_mask)
 
 
 class IPTModel(nn.Module):
