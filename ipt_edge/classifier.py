@@ -60,14 +60,15 @@ class Classifier:
                 f"{self.task.generator_file}: outputs {outputs} do not match a {self.task.generator} task"
             )
         head = load_file(path(self.task.head_file))
+        classes, hidden = len(self.labels), backbone.hidden_size
         self.head_weight = head.get("weight")  # [C, H]
         self.head_bias = head.get("bias")  # [C]
-        shape = (len(self.labels), backbone.hidden_size)
-        if self.head_weight is None or self.head_bias is None or self.head_weight.shape != shape:
-            raise BundleError(f"{self.task.head_file}: expected weight {list(shape)} and bias [{shape[0]}]")
-        if self.head_bias.shape != (shape[0],):
+        expected = {"weight": (classes, hidden), "bias": (classes,)}
+        found = {name: (t.shape, t.dtype) for name, t in head.items()}
+        if any(found.get(name) != (shape, np.float32) for name, shape in expected.items()):
             raise BundleError(
-                f"{self.task.head_file}: expected bias [{shape[0]}], got {list(self.head_bias.shape)}"
+                f"{self.task.head_file}: expected float32 weight [{classes}, {hidden}] and bias [{classes}], "
+                f"found {found}"
             )
         # Shallow tasks add nothing per layer: one zero tensor, broadcast over the batch.
         p, h = self.task.prompt_length, backbone.hidden_size

@@ -98,3 +98,22 @@ def test_file_not_in_the_checksum_list_is_refused(copy):
     edit_manifest(copy, lambda d: d["files"].pop("embed.onnx"))
     with pytest.raises(BundleError, match=r"embed.onnx is used but has no entry in files"):
         read_manifest(copy)
+
+
+def test_head_of_the_wrong_shape_is_refused(copy):
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from ipt_edge.bundle import file_record
+
+    head = copy / "tasks/sentiment/head.safetensors"
+    save_file({"weight": np.zeros((3, 32), np.float32), "bias": np.zeros(3, np.float32)}, head)
+    record = file_record(head)
+    edit_manifest(
+        copy,
+        lambda d: d["files"]["tasks/sentiment/head.safetensors"].update(
+            size=record.size, sha256=record.sha256
+        ),
+    )
+    with pytest.raises(BundleError, match=r"expected float32 weight \[2, 32\] and bias \[2\]"):
+        Classifier.load(copy)
