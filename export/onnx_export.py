@@ -29,6 +29,7 @@ from ipt_edge.bundle import (
     TaskInfo,
     file_record,
     read_manifest,
+    verified_path,
     write_manifest,
 )
 from ipt_edge.classifier import Classifier
@@ -359,11 +360,11 @@ def _add_task(
     final = bundle_dir / "tasks" / name
     stage = temp_dir_beside(final)
     old = None
+    new_int8 = bundle_dir / "encoder.int8.onnx" if int8 and not manifest.encoder_int8_file else None
     try:
         updated = replace(manifest, tasks=dict(manifest.tasks), files=dict(manifest.files))
-        if int8 and not manifest.encoder_int8_file:
-            # A new shared file; harmless if we stop before the manifest names it.
-            quantize_encoder(bundle_dir / manifest.encoder_file, bundle_dir / "encoder.int8.onnx")
+        if new_int8:  # a new shared file, named by the manifest only at the end
+            quantize_encoder(verified_path(bundle_dir, manifest, manifest.encoder_file), new_int8)
             updated.encoder_int8_file = "encoder.int8.onnx"
             updated.files["encoder.int8.onnx"] = file_record(bundle_dir / "encoder.int8.onnx")
         deep = export_task(model, source.tokenizer_path, samples, stage)
@@ -385,9 +386,12 @@ def _add_task(
         _record_task(updated, bundle_dir, name, task_info(model, f"tasks/{name}", deep, diff))
         updated.tasks[name].int8 = quality
         write_manifest(bundle_dir, updated)
-    except BaseException:
+    except BaseException:  # the manifest was not replaced: put back what it names
         shutil.rmtree(stage, ignore_errors=True)
-        if old is not None and not final.exists():
+        if new_int8:
+            new_int8.unlink(missing_ok=True)
+        if old is not None:
+            shutil.rmtree(final, ignore_errors=True)
             os.replace(old / name, final)
         raise
     finally:

@@ -186,3 +186,32 @@ def test_int8_is_refused_where_the_bundle_has_none(bundle):
 
     with pytest.raises(BundleError, match="has no int8 encoder"):
         Classifier.load(bundle, precision="int8")
+
+
+def test_failed_replace_keeps_the_old_task_working(checkpoints, tmp_path, monkeypatch):
+    import ipt_edge_export.onnx_export as onnx_export
+
+    path = tmp_path / "b"
+    export_checkpoint(checkpoints["mlp"], path, task="one", log=lambda m: None)
+    before = Classifier.load(path).logits(TEXTS)
+
+    def interrupted(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(onnx_export, "write_manifest", interrupted)
+    with pytest.raises(OSError, match="disk full"):
+        export_checkpoint(checkpoints["static"], path, task="one", replace_task=True, log=lambda m: None)
+    np.testing.assert_array_equal(Classifier.load(path).logits(TEXTS), before)
+    assert sorted(p.name for p in (path / "tasks").iterdir()) == ["one"]
+
+
+def test_refused_int8_on_an_existing_bundle_leaves_no_int8_file(checkpoints, sentiment_files, tmp_path):
+    from ipt_edge_export.onnx_export import Calibration
+
+    path = tmp_path / "b"
+    export_checkpoint(checkpoints["mlp"], path, task="one", log=lambda m: None)
+    with pytest.raises(ExportError, match="the int8 encoder loses"):
+        export_checkpoint(checkpoints["static"], path, task="two", log=lambda m: None,
+                          int8=Calibration(sentiment_files[1], tolerance=-101.0))  # fmt: skip
+    assert not (path / "encoder.int8.onnx").exists()
+    assert set(read_manifest(path).tasks) == {"one"}
