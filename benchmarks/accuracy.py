@@ -69,14 +69,20 @@ def table(results_file: Path) -> str:
         "| task | method | tuned share | train rows × epochs | test accuracy (mean ± sd) | seeds | dev accuracy | train time s |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for (task, method, train_rows, epochs), runs in sorted(rows.items()):
+
+    def order(item):  # by task, then training budget, then best first
+        (task, _, train_rows, epochs), runs = item
+        return task, -train_rows * epochs, -statistics.mean(r["test_accuracy"] for r in runs)
+
+    for (task, method, train_rows, epochs), runs in sorted(rows.items(), key=order):
         accuracy = [100 * r["test_accuracy"] for r in runs]
-        sd = statistics.stdev(accuracy) if len(accuracy) > 1 else float("nan")
+        spread = f" ± {statistics.stdev(accuracy):.2f}" if len(accuracy) > 1 else " (one seed)"
         dev = statistics.mean(100 * r["dev_accuracy"] for r in runs)
         seconds = statistics.mean(r["seconds"] for r in runs)
+        share = runs[0]["tuned_share"]
         out.append(
-            f"| {task} | {method} | {runs[0]['tuned_share']:.2%} | {train_rows} × {epochs:g} | "
-            f"{statistics.mean(accuracy):.2f} ± {sd:.2f} | {len(runs)} | {dev:.2f} | {seconds:.0f} |"
+            f"| {task} | {method} | {share:.3%} | {train_rows} × {epochs:g} | "
+            f"{statistics.mean(accuracy):.2f}{spread} | {len(runs)} | {dev:.2f} | {seconds:.0f} |"
         )
     return "\n".join(out)
 
