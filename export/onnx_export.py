@@ -232,11 +232,12 @@ class Calibration:
 
 def labelled_accuracy(classifier: Classifier, calibration: Calibration) -> tuple[float, int]:
     texts, gold = [], []
+    columns = {"--text-column": calibration.text_column, "--label-column": calibration.label_column}
+    columns["--text-pair-column"] = calibration.text_pair_column
     with TableReader(calibration.path) as reader:
         for line, row in reader:
-            columns = {"--text-column": calibration.text_column, "--label-column": calibration.label_column}
-            columns["--text-pair-column"] = calibration.text_pair_column
-            require_columns(calibration.path, reader.columns, columns)
+            if not texts:  # once, at the first row (JSONL knows its columns only then)
+                require_columns(calibration.path, reader.columns, columns)
             text = row[calibration.text_column]
             texts.append((text, row[calibration.text_pair_column]) if calibration.text_pair_column else text)
             value = row[calibration.label_column].strip()

@@ -54,7 +54,7 @@ class Classifier:
         unknown = set(self.generator_inputs) - set(GENERATOR_INPUTS)
         if unknown:
             raise BundleError(f"{self.task.generator_file}: unexpected inputs {sorted(unknown)}")
-        outputs = [o.name for o in self.generator.get_outputs()]
+        self.generator_outputs = outputs = [o.name for o in self.generator.get_outputs()]
         if "prompt_embeds" not in outputs or (self.task.deep and "layer_prompts" not in outputs):
             raise BundleError(
                 f"{self.task.generator_file}: outputs {outputs} do not match a {self.task.generator} task"
@@ -112,7 +112,7 @@ class Classifier:
             "attention_mask": batch.attention_mask,
         }
         generated = self.generator.run(None, {name: available[name] for name in self.generator_inputs})
-        outputs = dict(zip((o.name for o in self.generator.get_outputs()), generated, strict=True))
+        outputs = dict(zip(self.generator_outputs, generated, strict=True))
         prompt_embeds = outputs["prompt_embeds"]  # [B, P, H]
         layer_prompts = outputs.get("layer_prompts", self.no_layer_prompts)  # [B or 1, L, P, H]
         (hidden,) = self.backbone.run(

@@ -6,6 +6,7 @@ when called; `predict`, `score` and `info` run on the torch-free runtime.
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import json
 import sys
@@ -71,11 +72,10 @@ def say(message: str) -> None:
     typer.echo(message, err=True)
 
 
-def _export_side():
+def _export_side(module: str):
+    """Import a module of the PyTorch side (which imports torch); say how to install it if missing."""
     try:
-        import torch  # noqa: F401
-
-        import ipt_edge_export  # noqa: F401
+        return importlib.import_module(module)
     except ImportError as error:
         fail(
             f"this command needs the PyTorch side, which is not installed ({error.name} is missing): "
@@ -122,10 +122,10 @@ def train(
     ] = None,
 ) -> None:
     """Train a task's prompt generator and head on the frozen backbone; saves a checkpoint."""
-    _export_side()
+    training = _export_side("ipt_edge_export.train")
     from ipt_edge_export.checkpoint import CheckpointError
-    from ipt_edge_export.train import TrainOptions
-    from ipt_edge_export.train import train as run_training
+
+    TrainOptions, run_training = training.TrainOptions, training.train
 
     options = TrainOptions(
         train_file=train_file, out_dir=out, dev_file=dev, text_column=text_column,
@@ -179,7 +179,7 @@ def export(
     Export first runs ONNX Runtime on the checkpoint's real sample inputs and compares the logits with
     PyTorch; beyond --tolerance it refuses and writes nothing.
     """
-    _export_side()
+    _export_side("ipt_edge_export.onnx_export")
     from ipt_edge.bundle import BundleError
     from ipt_edge_export.checkpoint import CheckpointError
     from ipt_edge_export.onnx_export import Calibration, ExportError, export_checkpoint
