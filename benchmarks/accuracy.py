@@ -5,7 +5,8 @@
     python benchmarks/accuracy.py table                                          # mean ± sd per row
 
 Methods: probe and finetune (baselines.py), and every generator kind of `ipt-edge train`.
-Test accuracy is measured on held-out rows the method never saw (for SST-2: unseen full sentences).
+Test accuracy is measured on held-out rows the method never saw (for SST-2: unseen full sentences);
+SST-2 models are also tested on Rotten Tomatoes sentences SST-2 does not contain, and on IMDB.
 """
 
 from __future__ import annotations
@@ -17,10 +18,15 @@ import time
 from pathlib import Path
 
 TASKS = {  # split folders written by ipt_edge_export.datasets
-    "sst2": {"folder": "work/sst2", "text_column": "sentence", "labels": "0=negative,1=positive"},
+    "sst2": {
+        "folder": "work/sst2", "text_column": "sentence", "labels": "0=negative,1=positive",
+        "cross": {"rotten": "work/rotten/test.tsv", "imdb": "work/imdb/test.tsv"},
+    },
     "agnews": {"folder": "work/agnews", "text_column": "text", "labels": None},
-}
+    "rte": {"folder": "work/rte", "text_column": "sentence1", "text_pair_column": "sentence2", "labels": None},
+}  # fmt: skip
 BASELINES = ("probe", "finetune")
+DEFAULT_LR = {"probe": 1e-3, "finetune": 3e-5}  # every generator kind: 5e-3
 
 
 def run_one(task: str, method: str, seed: int, args: argparse.Namespace) -> dict:
@@ -31,59 +37,97 @@ def run_one(task: str, method: str, seed: int, args: argparse.Namespace) -> dict
 
     spec = TASKS[task]
     folder = Path(spec["folder"])
+    tests = {"test": folder / "test.tsv", **{k: Path(v) for k, v in spec.get("cross", {}).items()}}
+    variant = f"-p{args.prompt_length}" if args.prompt_length != 16 else ""
+    variant += f"-lr{args.lr:g}" if args.lr else ""
+    variant += "-pretrained" if args.init_generator else ""
     options = TrainOptions(
         train_file=folder / "train.tsv", dev_file=folder / "dev.tsv",
-        out_dir=Path(args.work) / f"{task}-{method}-{seed}", text_column=spec["text_column"],
-        labels=spec["labels"], generator=method if method not in BASELINES else "mlp",
+        out_dir=Path(args.work) / f"{task}-{method}{variant}-{seed}", text_column=spec["text_column"],
+        text_pair_column=spec.get("text_pair_column"), labels=spec["labels"],
+        generator=method if method not in BASELINES else "mlp",
         prompt_length=args.prompt_length, epochs=args.epochs, seed=seed,
-        max_train_rows=args.max_train_rows, eval_every=args.eval_every,
-        lr=args.lr or {"probe": 1e-3, "finetune": 3e-5}.get(method, 5e-3),
+        max_train_rows=args.max_train_rows, eval_every=args.eval_every, threads=args.threads,
+        lr=args.lr or DEFAULT_LR.get(method, 5e-3), init_generator=args.init_generator,
     )  # fmt: skip
     started = time.perf_counter()
     if method in BASELINES:
-        report = run_baseline(method, options, folder / "test.tsv")
+        report = run_baseline(method, options, tests)
     else:
         record = train(options, progress=lambda message: None)
         model, backbone = model_from_checkpoint(read_checkpoint(options.out_dir))
         encoder = TextEncoder(backbone.tokenizer_path, model.config.max_length)
-        test_set, _ = read_examples(folder / "test.tsv", options, model.config.label_values)
         report = {
             "tuned_parameters": model.tuned_parameter_count(),
             "tuned_share": record["tuned_share"],
             "train_rows": record["train_rows"],
             "steps": record["steps"],
+            "train_seconds": record["train_seconds"],
             "dev_accuracy": record["dev_accuracy"],
-            "test_accuracy": evaluate(model, encoder, test_set),
         }
+        for name, path in tests.items():
+            examples, _ = read_examples(path, options, model.config.label_values)
+            report[f"{name}_accuracy"] = evaluate(model, encoder, examples)
     report.update(task=task, method=method, seed=seed, epochs=args.epochs, lr=options.lr,
-                  max_train_rows=args.max_train_rows, seconds=round(time.perf_counter() - started, 1))  # fmt: skip
+                  prompt_length=args.prompt_length, max_train_rows=args.max_train_rows,
+                  init_generator=str(args.init_generator or ""),
+                  seconds=round(time.perf_counter() - started, 1))  # fmt: skip
     return report
 
 
+def label(r: dict) -> str:
+    """The method, with what differs from its defaults: 'mlp-deep (P=32, lr 0.01, pretrained)'."""
+    extras = []
+    if r.get("prompt_length", 16) != 16 and r["method"] not in BASELINES:
+        extras.append(f"P={r['prompt_length']}")
+    if r["lr"] != DEFAULT_LR.get(r["method"], 5e-3):
+        extras.append(f"lr {r['lr']:g}")
+    if r.get("deep_scale_init") == 0:  # runs before DeepPrompts' scale started at one
+        extras.append("old deep design: one scale per layer, from 0")
+    if r.get("init_generator"):
+        extras.append(f"generator from {Path(r['init_generator']).name}")
+    return r["method"] + (f" ({', '.join(extras)})" if extras else "")
+
+
+def _mean_sd(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.2f} (one seed)"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
 def table(results_file: Path) -> str:
+    """Markdown: one row per (task, method and variant, training budget), best first within a budget;
+    then, where a task has them, the cross-dataset tests of the same runs."""
     rows: dict[tuple, list[dict]] = {}
     for line in results_file.read_text().splitlines():
         r = json.loads(line)
-        rows.setdefault((r["task"], r["method"], r["train_rows"], r["epochs"]), []).append(r)
-    out = [
-        "| task | method | tuned share | train rows × epochs | test accuracy (mean ± sd) | seeds | dev accuracy | train time s |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+        rows.setdefault((r["task"], label(r), r["train_rows"], r["epochs"]), []).append(r)
 
     def order(item):  # by task, then training budget, then best first
         (task, _, train_rows, epochs), runs = item
         return task, -train_rows * epochs, -statistics.mean(r["test_accuracy"] for r in runs)
 
-    for (task, method, train_rows, epochs), runs in sorted(rows.items(), key=order):
-        accuracy = [100 * r["test_accuracy"] for r in runs]
-        spread = f" ± {statistics.stdev(accuracy):.2f}" if len(accuracy) > 1 else " (one seed)"
+    out = [
+        "| task | method | tuned share | train rows × epochs | test accuracy (mean ± sd) | seeds | dev accuracy | train time s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    cross = []
+    for (task, name, train_rows, epochs), runs in sorted(rows.items(), key=order):
+        accuracy = _mean_sd([100 * r["test_accuracy"] for r in runs])
         dev = statistics.mean(100 * r["dev_accuracy"] for r in runs)
-        seconds = statistics.mean(r["seconds"] for r in runs)
-        share = runs[0]["tuned_share"]
+        seconds = statistics.mean(r.get("train_seconds", r["seconds"]) for r in runs)
+        budget = f"{train_rows} × {epochs:g}"
         out.append(
-            f"| {task} | {method} | {share:.3%} | {train_rows} × {epochs:g} | "
-            f"{statistics.mean(accuracy):.2f}{spread} | {len(runs)} | {dev:.2f} | {seconds:.0f} |"
+            f"| {task} | {name} | {runs[0]['tuned_share']:.3%} | {budget} | {accuracy} | {len(runs)} "
+            f"| {dev:.2f} | {seconds:.0f} |"
         )
+        others = [k for k in TASKS[task].get("cross", {}) if all(f"{k}_accuracy" in r for r in runs)]
+        if others:
+            cells = " | ".join(_mean_sd([100 * r[f"{k}_accuracy"] for r in runs]) for k in others)
+            cross.append(f"| {task} → {', '.join(others)} | {name} | {budget} | {accuracy} | {cells} |")
+    if cross:
+        out += ["", "| trained on → also tested on | method | train rows × epochs | own test | "
+                + " | ".join(TASKS["sst2"]["cross"]) + " |", "|---|---|---|---|---|---|", *cross]  # fmt: skip
     return "\n".join(out)
 
 
@@ -99,7 +143,9 @@ def main() -> None:
     parser.add_argument("--max-train-rows", type=int)
     parser.add_argument("--prompt-length", type=int, default=16)
     parser.add_argument("--eval-every", type=int)
-    parser.add_argument("--lr", type=float)
+    parser.add_argument("--lr", type=float, help="default: 1e-3 probe, 3e-5 finetune, 5e-3 generators")
+    parser.add_argument("--init-generator", type=Path, help="a checkpoint whose generator starts training")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--work", default="work/accuracy")
     parser.add_argument("--results", type=Path, default=Path("docs/accuracy-results.jsonl"))
     args = parser.parse_args()

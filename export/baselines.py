@@ -48,7 +48,8 @@ class PooledClassifier(nn.Module):
         return self.head(self.dropout(pool(hidden, attention_mask, 0, self.pooling)))
 
 
-def run(method: str, options: TrainOptions, test_file: Path | None) -> dict:
+def run(method: str, options: TrainOptions, tests: dict[str, Path]) -> dict:
+    """Train, select on dev, and report `<name>_accuracy` for every labelled file in `tests`."""
     torch.manual_seed(options.seed)
     if options.threads:
         torch.set_num_threads(options.threads)
@@ -72,9 +73,9 @@ def run(method: str, options: TrainOptions, test_file: Path | None) -> dict:
         "dev_accuracy": result.best_dev,
         "seed": options.seed,
     }
-    if test_file:
-        test_set, _ = read_examples(test_file, options, raw_labels)
-        report["test_accuracy"] = evaluate(model, encoder, test_set)
+    for name, path in tests.items():
+        test_set, _ = read_examples(path, options, raw_labels)
+        report[f"{name}_accuracy"] = evaluate(model, encoder, test_set)
     return report
 
 
@@ -105,7 +106,7 @@ def main() -> None:
         lr=args.lr or (1e-3 if args.method == "probe" else 3e-5),
         max_train_rows=args.max_train_rows, eval_every=args.eval_every, seed=args.seed, threads=args.threads,
     )  # fmt: skip
-    print(json.dumps(run(args.method, options, args.test)))
+    print(json.dumps(run(args.method, options, {"test": args.test} if args.test else {})))
 
 
 if __name__ == "__main__":

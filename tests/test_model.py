@@ -101,3 +101,18 @@ def test_cnn_takes_inputs_shorter_than_its_widest_filter(bert):
     ids = torch.tensor([[2, 3]])
     prompts, _ = model.generator(ids, model.word_embeddings(ids), torch.ones_like(ids))
     assert prompts.shape == (1, 4, bert.config.hidden_size)
+
+
+def test_deep_instance_prompts_reach_every_layer_after_one_step(bert):
+    # A deep kind starts as the shallow model (its instance part is zero), but one training step must
+    # already give every layer an instance part: a zero scale times a zero delta would learn neither.
+    model = IPTModel(bert, IPTConfig(generator="mlp-deep", prompt_length=4, labels=["a", "b"]))
+    ids = torch.tensor([[2, 5, 6, 3], [2, 9, 3, 0]])
+    mask, types = (ids != 0).long(), torch.zeros_like(ids)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    torch.nn.functional.cross_entropy(model(ids, mask, types), torch.tensor([0, 1])).backward()
+    optimizer.step()
+    model.eval()
+    _, layer_prompts = model.generator(ids, model.word_embeddings(ids), mask)
+    instance_part = layer_prompts - model.generator.deep.layer_base  # [B, L, P, H]
+    assert (instance_part.abs().amax(dim=(0, 2, 3)) > 0).all()

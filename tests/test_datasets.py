@@ -1,0 +1,56 @@
+"""The accuracy splits: held-out text must share nothing with what a model trains on."""
+
+import csv
+
+from ipt_edge.tables import TableReader
+from ipt_edge_export.datasets import rotten_split, rte_split, sst2_sentence_split
+from tests.conftest import write_tsv
+
+
+def _rows(path):
+    with TableReader(path) as reader:
+        return [row for _, row in reader]
+
+
+def test_sst2_held_out_sentences_and_their_phrases_are_not_trained_on(tmp_path):
+    sentences = [f"the film number {i} was good and long" for i in range(12)]
+    phrases = [" ".join(s.split()[2:5]) for s in sentences]  # "number 3 was", a span of its sentence
+    write_tsv(tmp_path / "train.tsv", ["sentence", "label"], [(t, "1") for t in sentences + phrases])
+    write_tsv(tmp_path / "dev.tsv", ["sentence", "label"], [("a plain other phrase here", "0")])
+    sst2_sentence_split(tmp_path, tmp_path / "out", test_size=3, dev_size=2)
+    held_out = [r["sentence"] for name in ("test.tsv", "dev.tsv") for r in _rows(tmp_path / "out" / name)]
+    train = {r["sentence"] for r in _rows(tmp_path / "out" / "train.tsv")}
+    assert len(held_out) == 5
+    assert not [(t, h) for t in train for h in held_out if f" {t} " in f" {h} "]  # no span of a held-out one
+
+
+def test_rotten_tomatoes_leaves_out_sentences_sst2_contains_in_its_own_tokenization(tmp_path):
+    (tmp_path / "sst2").mkdir()
+    write_tsv(tmp_path / "sst2" / "train.tsv", ["sentence", "label"], [("it does n't work ( at all )", "0")])
+    write_tsv(tmp_path / "sst2" / "dev.tsv", ["sentence", "label"], [("a gem", "1")])
+    reviews = tmp_path / "reviews.csv"
+    with open(reviews, "w", newline="", encoding="utf-8") as file:
+        writer = csv.writer(file)
+        writer.writerow(["text", "label", "source"])
+        writer.writerow(["it doesn't work (at all)", "0", "rotten_tomatoes"])  # SST's sentence
+        writer.writerow(["a gem of a film , warm and funny from start to end", "1", "rotten_tomatoes"])
+        writer.writerow(["an imdb review", "1", "imdb"])
+    rotten_split(reviews, tmp_path / "rotten", tmp_path / "sst2")
+    kept = [r["sentence"] for r in _rows(tmp_path / "rotten" / "test.tsv")]
+    assert kept == ["a gem of a film , warm and funny from start to end"]
+
+
+def test_rte_tests_on_the_shared_dev_file_and_selects_on_part_of_train(tmp_path):
+    header = ["index", "sentence1", "sentence2", "label"]
+    write_tsv(
+        tmp_path / "train.tsv",
+        header,
+        [(str(i), f"premise {i}", f"claim {i}", "entailment") for i in range(10)],
+    )
+    write_tsv(tmp_path / "dev.tsv", header, [("0", "premise x", "claim x", "not_entailment")])
+    counts = rte_split(tmp_path, tmp_path / "out", dev_size=3)
+    assert counts == {"test": 1, "dev": 3, "train": 7}
+    train = {r["sentence1"] for r in _rows(tmp_path / "out" / "train.tsv")}
+    dev = {r["sentence1"] for r in _rows(tmp_path / "out" / "dev.tsv")}
+    assert not train & dev
+    assert _rows(tmp_path / "out" / "test.tsv")[0]["sentence2"] == "claim x"
