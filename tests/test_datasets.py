@@ -24,20 +24,24 @@ def test_sst2_held_out_sentences_and_their_phrases_are_not_trained_on(tmp_path):
     assert not [(t, h) for t in train for h in held_out if f" {t} " in f" {h} "]  # no span of a held-out one
 
 
-def test_rotten_tomatoes_leaves_out_sentences_sst2_contains_in_its_own_tokenization(tmp_path):
+def test_rotten_tomatoes_leaves_out_what_sst2_trained_on_in_its_own_tokenization(tmp_path):
     (tmp_path / "sst2").mkdir()
-    write_tsv(tmp_path / "sst2" / "train.tsv", ["sentence", "label"], [("it does n't work ( at all )", "0")])
+    sst2 = [("it does n't work ( at all )", "0"), ("warm and funny", "1")]
+    write_tsv(tmp_path / "sst2" / "train.tsv", ["sentence", "label"], sst2)
     write_tsv(tmp_path / "sst2" / "dev.tsv", ["sentence", "label"], [("a gem", "1")])
     reviews = tmp_path / "reviews.csv"
     with open(reviews, "w", newline="", encoding="utf-8") as file:
         writer = csv.writer(file)
         writer.writerow(["text", "label", "source"])
         writer.writerow(["it doesn't work (at all)", "0", "rotten_tomatoes"])  # SST's sentence
-        writer.writerow(["a gem of a film , warm and funny from start to end", "1", "rotten_tomatoes"])
+        writer.writerow(["simply warm and funny", "1", "rotten_tomatoes"])  # an SST phrase is most of it
+        writer.writerow(
+            ["a quiet film , warm and funny , that stays with you long after", "1", "rotten_tomatoes"]
+        )
         writer.writerow(["an imdb review", "1", "imdb"])
     rotten_split(reviews, tmp_path / "rotten", tmp_path / "sst2")
     kept = [r["sentence"] for r in _rows(tmp_path / "rotten" / "test.tsv")]
-    assert kept == ["a gem of a film , warm and funny from start to end"]
+    assert kept == ["a quiet film , warm and funny , that stays with you long after"]
 
 
 def test_rte_tests_on_the_shared_dev_file_and_selects_on_part_of_train(tmp_path):

@@ -49,3 +49,23 @@ def test_writer_output_appears_complete(tmp_path):
     with AtomicTableWriter(path, ["a", "b"]) as writer:
         writer.write({"a": "x,y", "b": 2})
     assert path.read_text() == 'a,b\n"x,y",2\n'
+
+
+def test_tsv_written_and_read_back_keeps_quotes_and_backslashes(tmp_path):
+    path = tmp_path / "out.tsv"
+    text = 'he said "fine" for \\$400 and\\then'
+    with AtomicTableWriter(path, ["text", "label"]) as writer:
+        writer.write({"text": text, "label": "1"})
+    with TableReader(path) as reader:
+        assert list(reader) == [(2, {"text": text, "label": "1"})]
+
+
+def test_tsv_refuses_a_tab_inside_a_field_and_leaves_no_output(tmp_path):
+    path = tmp_path / "out.tsv"
+    with (
+        pytest.raises(TableError, match=r"row 2, column 'text' holds a tab"),
+        AtomicTableWriter(path, ["text"]) as writer,
+    ):
+        writer.write({"text": "fine"})
+        writer.write({"text": "a\tb"})
+    assert list(tmp_path.iterdir()) == []
