@@ -34,7 +34,7 @@ def split_kind(generator: str) -> tuple[str, bool]:
 
 @dataclass
 class IPTConfig:
-    generator: str = "mlp"  # a GENERATOR_KINDS entry, optionally with "-deep"
+    generator: str = "mlp-deep"  # a GENERATOR_KINDS entry, optionally with "-deep"; see docs/accuracy.md
     prompt_length: int = 16  # P: prompt vectors prepended to every input
     lookup_rank: int = 8  # lookup: rank of the factorised [vocab, H] prompt table
     mlp_hidden: int = 32  # mlp/lstm/cnn: bottleneck width between features and prompts

@@ -39,7 +39,7 @@ class TrainOptions:
     label_column: str = "label"
     labels: str | None = None  # "neg,pos" or "0=negative,1=positive": order and display names
     backbone: str = DEFAULT_BACKBONE
-    generator: str = "mlp"
+    generator: str = "mlp-deep"  # the best measured (docs/accuracy.md)
     prompt_length: int = 16
     pooling: str = "mean"
     max_length: int = 128

@@ -103,9 +103,10 @@ def train(
     generator: Annotated[
         str,
         typer.Option(
-            help="static | lookup | mlp | lstm | cnn; all but lookup also as <kind>-deep (prompts in every layer)."
+            help="static | lookup | mlp | lstm | cnn; all but lookup also as <kind>-deep (prompts in every "
+            "layer). mlp-deep measured best; docs/accuracy.md compares them."
         ),
-    ] = "mlp",
+    ] = "mlp-deep",
     prompt_length: Annotated[int, typer.Option(help="P, prompt vectors per input.")] = 16,
     pooling: Annotated[str, typer.Option(help="mean (over real tokens) or cls.")] = "mean",
     max_length: Annotated[int, typer.Option(help="Token budget of the text; longer texts are cut.")] = 128,
@@ -411,7 +412,7 @@ def info(
         size = sum(manifest.files[f].size for f in (task.generator_file, task.head_file))
         share = task.tuned_parameters / backbone.parameters
         typer.echo(
-            f"task     {name}: {task.generator} generator, P={task.prompt_length}{' deep' if task.deep else ''}, "
+            f"task     {name}: {task.generator} generator, P={task.prompt_length}, "
             f"{task.pooling} pooling, {'text pairs' if task.text_pair else 'single texts'}, max {task.max_length} tokens\n"
             f"         labels: {', '.join(task.labels)}\n"
             f"         {task.tuned_parameters:,} tuned parameters ({share:.2%} of the backbone), {size / 1e6:.2f} MB, "

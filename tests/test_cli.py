@@ -37,7 +37,7 @@ def test_train_export_score_info_end_to_end(tiny_backbone, sentiment_files, tmp_
     assert len(lines) == 1 + len(dev.read_text().splitlines()) - 1
     result = run("info", bundle)
     assert result.exit_code == 0
-    assert "sentiment: mlp generator, P=4" in result.output
+    assert "sentiment: mlp-deep generator, P=4" in result.output  # the default kind
     assert "checksums: all 5 files match" in result.output
 
 
@@ -163,7 +163,7 @@ def test_train_can_start_from_a_pretrained_generator(tiny_backbone, sentiment_fi
     train, _ = sentiment_files
     out = tmp_path / "ckpt"
     result = run("train", train, "-o", out, "--backbone", tiny_backbone, "--prompt-length", "4",
-                 "--epochs", "0.01", "--lr", "1e-12", "--init-generator", checkpoints["mlp"])  # fmt: skip
+                 "--epochs", "0.01", "--lr", "1e-12", "--generator", "mlp", "--init-generator", checkpoints["mlp"])  # fmt: skip
     assert result.exit_code == 0, result.output
     pretrained = load_file(checkpoints["mlp"] / "weights.safetensors")
     started = load_file(out / "weights.safetensors")
