@@ -155,12 +155,13 @@ class FeaturePrompt(nn.Module):
     def forward(self, input_ids, token_embeds, attention_mask):
         code = self.dropout(torch.tanh(self.down(self.features(input_ids, token_embeds, attention_mask))))
         batch = code.shape[0]  # code: [B, R]
-        prompts = self.base.unsqueeze(0) + self.up(code).view(batch, self.prompt_length, self.hidden)
         if self.deep is None:
-            return prompts, None
-        layer_codes = code.unsqueeze(1) * self.layer_gate.unsqueeze(0)  # [B, L, R]
-        layer_deltas = self.up(layer_codes).view(batch, -1, self.prompt_length, self.hidden)  # [B, L, P, H]
-        return prompts, self.deep(batch, layer_deltas)
+            return self.base.unsqueeze(0) + self.up(code).view(batch, self.prompt_length, self.hidden), None
+        # The input's code and the L gated ones go through `up` in one call, so the exported graph
+        # holds `up` once (two calls stored its weight twice, in two layouts).
+        codes = torch.cat([code.unsqueeze(1), code.unsqueeze(1) * self.layer_gate.unsqueeze(0)], dim=1)
+        deltas = self.up(codes).view(batch, -1, self.prompt_length, self.hidden)  # [B, 1+L, P, H]
+        return self.base.unsqueeze(0) + deltas[:, 0], self.deep(batch, deltas[:, 1:])
 
 
 class MLPPrompt(FeaturePrompt):

@@ -215,3 +215,14 @@ def test_refused_int8_on_an_existing_bundle_leaves_no_int8_file(checkpoints, sen
                           int8=Calibration(sentiment_files[1], tolerance=-101.0))  # fmt: skip
     assert not (path / "encoder.int8.onnx").exists()
     assert set(read_manifest(path).tasks) == {"one"}
+
+
+def test_a_deep_generator_graph_stores_its_weights_once(checkpoints, tmp_path):
+    import onnx
+
+    export_checkpoint(checkpoints["mlp-deep"], tmp_path / "b", task="deep", log=lambda m: None)
+    graph = onnx.load(tmp_path / "b" / "tasks" / "deep" / "generator.onnx").graph
+    stored = sum(int(np.prod(tensor.dims)) for tensor in graph.initializer)
+    weights = read_checkpoint(checkpoints["mlp-deep"]).weights
+    generator = sum(v.numel() for k, v in weights.items() if k.startswith("generator."))
+    assert stored <= generator * 1.01  # a weight used twice must not be stored twice
