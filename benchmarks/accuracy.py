@@ -33,7 +33,7 @@ def run_one(task: str, method: str, seed: int, args: argparse.Namespace) -> dict
     from ipt_edge.tokenization import TextEncoder
     from ipt_edge_export.baselines import run as run_baseline
     from ipt_edge_export.checkpoint import model_from_checkpoint, read_checkpoint
-    from ipt_edge_export.train import TrainOptions, evaluate, read_examples, train
+    from ipt_edge_export.train import TrainOptions, accuracies, train
 
     spec = TASKS[task]
     folder = Path(spec["folder"])
@@ -65,9 +65,7 @@ def run_one(task: str, method: str, seed: int, args: argparse.Namespace) -> dict
             "train_seconds": record["train_seconds"],
             "dev_accuracy": record["dev_accuracy"],
         }
-        for name, path in tests.items():
-            examples, _ = read_examples(path, options, model.config.label_values)
-            report[f"{name}_accuracy"] = evaluate(model, encoder, examples)
+        report.update(accuracies(model, encoder, tests, options, model.config.label_values))
     report.update(task=task, method=method, seed=seed, epochs=args.epochs, lr=options.lr,
                   prompt_length=args.prompt_length, max_train_rows=args.max_train_rows,
                   init_generator=str(args.init_generator or ""), threads=args.threads,

@@ -19,7 +19,7 @@ from torch import nn
 from ipt_edge.tokenization import TextEncoder
 from ipt_edge_export.checkpoint import load_backbone
 from ipt_edge_export.model import pool
-from ipt_edge_export.train import TrainOptions, evaluate, fit, load_task_data, read_examples
+from ipt_edge_export.train import TrainOptions, accuracies, fit, load_task_data
 
 
 class PooledClassifier(nn.Module):
@@ -73,9 +73,7 @@ def run(method: str, options: TrainOptions, tests: dict[str, Path]) -> dict:
         "dev_accuracy": result.best_dev,
         "seed": options.seed,
     }
-    for name, path in tests.items():
-        test_set, _ = read_examples(path, options, raw_labels)
-        report[f"{name}_accuracy"] = evaluate(model, encoder, test_set)
+    report.update(accuracies(model, encoder, tests, options, raw_labels))
     return report
 
 

