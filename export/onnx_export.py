@@ -33,7 +33,7 @@ from ipt_edge.bundle import (
     write_manifest,
 )
 from ipt_edge.classifier import Classifier
-from ipt_edge.tables import TableError, TableReader, require_columns
+from ipt_edge.tables import TableError, read_labelled
 from ipt_edge.tokenization import TextEncoder
 from ipt_edge_export.checkpoint import Backbone, model_from_checkpoint, read_checkpoint
 from ipt_edge_export.model import IPTModel, position_offset
@@ -232,20 +232,13 @@ class Calibration:
 
 def labelled_accuracy(classifier: Classifier, calibration: Calibration) -> tuple[float, int]:
     texts, gold = [], []
-    columns = {"--text-column": calibration.text_column, "--label-column": calibration.label_column}
-    columns["--text-pair-column"] = calibration.text_pair_column
-    with TableReader(calibration.path) as reader:
-        for line, row in reader:
-            if not texts:  # once, at the first row (JSONL knows its columns only then)
-                require_columns(calibration.path, reader.columns, columns)
-            text = row[calibration.text_column]
-            texts.append((text, row[calibration.text_pair_column]) if calibration.text_pair_column else text)
-            value = row[calibration.label_column].strip()
-            if value not in classifier.label_index:
-                raise TableError(
-                    f"{calibration.path}:{line}: label {value!r} is not one of {classifier.labels}"
-                )
-            gold.append(classifier.label_index[value])
+    for line, text, value in read_labelled(
+        calibration.path, calibration.text_column, calibration.text_pair_column, calibration.label_column
+    ):
+        if value not in classifier.label_index:
+            raise TableError(f"{calibration.path}:{line}: label {value!r} is not one of {classifier.labels}")
+        texts.append(text)
+        gold.append(classifier.label_index[value])
     if not texts:
         raise TableError(f"{calibration.path}: no rows")
     predicted = classifier.logits(texts).argmax(axis=-1)

@@ -9,6 +9,7 @@ import copy
 import math
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,11 +17,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ipt_edge.tables import TableError, TableReader, require_columns
+from ipt_edge.tables import TableError, read_labelled
 from ipt_edge.tokenization import Text, TextEncoder
 from ipt_edge_export.checkpoint import (
     DEFAULT_BACKBONE,
     CheckpointError,
+    check_out_dir,
     check_weight_names,
     load_backbone,
     read_checkpoint,
@@ -34,6 +36,7 @@ from ipt_edge_export.model import IPTConfig, IPTModel, position_offset
 class TrainOptions:
     train_file: Path
     out_dir: Path
+    replace: bool = False  # replace an existing checkpoint at out_dir (never a folder that is not one)
     dev_file: Path | None = None
     text_column: str = "text"
     text_pair_column: str | None = None
@@ -78,44 +81,34 @@ def parse_labels(spec: str) -> tuple[list[str], list[str]]:
 
 def read_examples(
     path: Path, options: TrainOptions, raw_labels: list[str] | None
-) -> tuple[Examples, list[str]]:
-    """Rows of a labelled file; with `raw_labels` given, an unknown label is an error naming its line."""
+) -> tuple[Examples, list[str], Counter[str]]:
+    """Rows of a labelled file, their label values and the count of each value found. With
+    `raw_labels` given, any other label is an error naming its line."""
     texts: list[Text] = []
     values: list[tuple[int, str]] = []
-    with TableReader(path) as reader:
-        columns = {"--text-column": options.text_column, "--label-column": options.label_column}
-        columns["--text-pair-column"] = options.text_pair_column
-        checked = False
-        for line, row in reader:
-            if not checked:
-                require_columns(path, reader.columns, columns)
-                checked = True
-            text = row[options.text_column]
-            if not text.strip():
-                raise TableError(f"{path}:{line}: column {options.text_column!r} is empty")
-            if options.text_pair_column:
-                pair = row[options.text_pair_column]
-                if not pair.strip():
-                    raise TableError(f"{path}:{line}: column {options.text_pair_column!r} is empty")
-                texts.append((text, pair))
-            else:
-                texts.append(text)
-            values.append((line, row[options.label_column].strip()))
+    for line, text, label in read_labelled(
+        path, options.text_column, options.text_pair_column, options.label_column
+    ):
+        texts.append(text)
+        values.append((line, label))
     if not texts:
         raise TableError(f"{path}: no rows")
+    counts = Counter(value for _, value in values)
     if raw_labels is None:
-        found = {value for _, value in values}
-        numeric = all(v.lstrip("-").isdigit() for v in found)
-        raw_labels = sorted(found, key=int) if numeric else sorted(found)
+        numeric = all(v.lstrip("-").isdigit() for v in counts)
+        raw_labels = sorted(counts, key=int) if numeric else sorted(counts)
         if len(raw_labels) < 2:
             raise TableError(f"{path}: only one label ({raw_labels}) in column {options.label_column!r}")
     index = {value: i for i, value in enumerate(raw_labels)}
     labels = []
     for line, value in values:
         if value not in index:
-            raise TableError(f"{path}:{line}: label {value!r} is not one of the task's labels {raw_labels}")
+            raise TableError(
+                f"{path}:{line}: label {value!r} is not one of the task's labels {raw_labels} "
+                "(--labels names them all)"
+            )
         labels.append(index[value])
-    return Examples(texts, labels), raw_labels
+    return Examples(texts, labels), raw_labels, counts
 
 
 def batches(order: Sequence[int], size: int) -> list[list[int]]:
@@ -160,10 +153,17 @@ def accuracies(
     }
 
 
-def load_task_data(options: TrainOptions) -> tuple[Examples, Examples | None, list[str], list[str]]:
-    """Training rows (seeded subsample if asked), dev rows, raw label values and display names."""
+def load_task_data(
+    options: TrainOptions, progress: Callable[[str], None] = print
+) -> tuple[Examples, Examples | None, list[str], list[str]]:
+    """Training rows (seeded subsample if asked), dev rows, raw label values and display names.
+    Without --labels, the labels found are printed with their counts (a typo shows up here)."""
     raw_labels, label_names = parse_labels(options.labels) if options.labels else (None, None)
-    train_set, raw_labels = read_examples(options.train_file, options, raw_labels)
+    given = raw_labels is not None
+    train_set, raw_labels, counts = read_examples(options.train_file, options, raw_labels)
+    if not given:
+        found = ", ".join(f"{value!r} x{counts[value]:,}" for value in raw_labels)
+        progress(f"labels found in {options.train_file} (column {options.label_column!r}): {found}")
     dev_set = read_examples(options.dev_file, options, raw_labels)[0] if options.dev_file else None
     if options.max_train_rows and options.max_train_rows < len(train_set.texts):
         keep = sorted(random.Random(options.seed).sample(range(len(train_set.texts)), options.max_train_rows))
@@ -276,7 +276,8 @@ def train(options: TrainOptions, progress: Callable[[str], None] = print) -> dic
     if options.threads:
         torch.set_num_threads(options.threads)
     torch.manual_seed(options.seed)
-    train_set, dev_set, raw_labels, label_names = load_task_data(options)
+    check_out_dir(options.out_dir, options.replace)  # before hours of training, not after
+    train_set, dev_set, raw_labels, label_names = load_task_data(options, progress)
     backbone = load_backbone(options.backbone)
     config = IPTConfig(
         generator=options.generator,
@@ -314,7 +315,7 @@ def train(options: TrainOptions, progress: Callable[[str], None] = print) -> dic
     }
     samples_from = dev_set or train_set
     samples = [list(t) if isinstance(t, tuple) else t for t in samples_from.texts[:16]]
-    save_checkpoint(options.out_dir, model, backbone, record, samples)
+    save_checkpoint(options.out_dir, model, backbone, record, samples, replace=options.replace)
     if result.best_dev is not None:
         progress(f"best dev accuracy {result.best_dev:.4f} at step {result.best_step}")
     progress(f"saved checkpoint {options.out_dir} ({result.seconds:.0f} s)")

@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 
-def _umask() -> int:
+def umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -17,7 +17,7 @@ def temp_dir_beside(target: Path) -> Path:
     """A hidden, empty folder next to `target` (same filesystem, so a rename is atomic)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     path = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
-    path.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; a bundle is meant to be shared
+    path.chmod(0o777 & ~umask())  # mkdtemp makes 0700; a bundle is meant to be shared
     return path
 
 
@@ -29,7 +29,7 @@ def write_text_atomic(path: Path, text: str) -> None:
             file.write(text)
             file.flush()
             os.fsync(file.fileno())
-        os.chmod(temp, 0o666 & ~_umask())
+        os.chmod(temp, 0o666 & ~umask())
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
@@ -38,9 +38,9 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 def share_files(folder: Path) -> None:
     """Give every file under `folder` the mode a plain write would have (some writers use 0600)."""
-    mode = 0o666 & ~_umask()
+    mode = 0o666 & ~umask()
     for path in folder.rglob("*"):
         if path.is_file():
             path.chmod(mode)
         elif path.is_dir():
-            path.chmod(0o777 & ~_umask())
+            path.chmod(0o777 & ~umask())

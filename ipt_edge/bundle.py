@@ -30,6 +30,14 @@ MANIFEST = "manifest.json"
 TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 GENERATOR_INPUTS = ("input_ids", "token_embeds", "attention_mask")
 MAX_MANIFEST_BYTES = 1 << 20
+# Upper bounds on the manifest's numbers: far above any real model, low enough that a hostile or
+# damaged manifest cannot make the runtime allocate absurd arrays (MemoryError) or overflow.
+LIMITS = {
+    "hidden_size": 1 << 16, "num_layers": 1 << 10, "vocab_size": 1 << 24, "max_positions": 1 << 20,
+    "position_offset": 1 << 10, "parameters": 1 << 40, "prompt_length": 1 << 12,
+    "max_length": 1 << 20, "tuned_parameters": 1 << 40, "size": 1 << 40, "rows": 1 << 40,
+}  # fmt: skip
+INT8_FIELDS = {"fp32_accuracy": float, "int8_accuracy": float, "rows": int, "file": str}
 
 
 class BundleError(ValueError):
@@ -124,23 +132,29 @@ def _field(data: dict, key: str, kind: type | tuple[type, ...], where: str) -> A
         value = float(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise BundleError(
-            f"{MANIFEST}: field {where}{key} should be {getattr(kind, '__name__', kind)}, got {value!r}"
+            f"{MANIFEST}: field {where}{key} should be {getattr(kind, '__name__', kind)}, got {value!r:.80}"
+        )
+    if kind is int and not 0 <= value <= LIMITS.get(key, 1 << 40):
+        raise BundleError(
+            f"{MANIFEST}: field {where}{key} = {str(value)[:24]} is out of range (0 to {LIMITS.get(key, 1 << 40)})"
         )
     return value
 
 
-def _fields(cls: type, data: Any, where: str) -> Any:
+def _fields_of(kinds: dict[str, Any], data: Any, where: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BundleError(f"{MANIFEST}: {where.rstrip('.')} should be an object")
     values = {}
-    for name, annotation in cls.__annotations__.items():
-        kind = {"str": str, "int": int, "bool": bool, "float": float, "list[str]": list, "dict": dict}[
-            annotation
-        ]
-        values[name] = _field(data, name, kind, where)
-        if annotation == "list[str]" and not all(isinstance(v, str) for v in values[name]):
+    for name, kind in kinds.items():
+        values[name] = _field(data, name, list if kind == "list[str]" else kind, where)
+        if kind == "list[str]" and not all(isinstance(v, str) for v in values[name]):
             raise BundleError(f"{MANIFEST}: field {where}{name} should be a list of strings")
-    return cls(**values)
+    return values
+
+
+def _fields(cls: type, data: Any, where: str) -> Any:
+    types = {"str": str, "int": int, "bool": bool, "float": float, "list[str]": "list[str]", "dict": dict}
+    return cls(**_fields_of({n: types[a] for n, a in cls.__annotations__.items()}, data, where))
 
 
 def check_relative_path(path: str, where: str) -> str:
@@ -161,6 +175,8 @@ def parse_manifest(text: str) -> Manifest:
         data = json.loads(text)
     except json.JSONDecodeError as error:
         raise BundleError(f"{MANIFEST} is not valid JSON ({error.msg}, line {error.lineno})") from None
+    except (ValueError, RecursionError) as error:  # e.g. an integer of thousands of digits
+        raise BundleError(f"{MANIFEST} is not a usable manifest ({str(error)[:120]})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise BundleError(f"{MANIFEST}: not an ipt-edge bundle (format should be {FORMAT!r})")
     version = data.get("format_version")
@@ -184,6 +200,19 @@ def parse_manifest(text: str) -> Manifest:
         info = tasks[name]
         if len(info.labels) < 2 or len(info.label_values) != len(info.labels) or info.prompt_length < 1:
             raise BundleError(f"{MANIFEST}: task {name!r} needs 2+ labels, one value per label, and a prompt")
+        if info.max_length < 1:
+            raise BundleError(f"{MANIFEST}: task {name!r} needs max_length >= 1")
+        needed = info.max_length + info.prompt_length + backbone.position_offset
+        if needed > backbone.max_positions:
+            raise BundleError(
+                f"{MANIFEST}: task {name!r} needs {needed} positions (max_length {info.max_length} + "
+                f"prompt_length {info.prompt_length} + offset {backbone.position_offset}), but the backbone "
+                f"has {backbone.max_positions}"
+            )
+        if info.int8:
+            _fields_of(INT8_FIELDS, info.int8, f"tasks.{name}.int8.")
+    if backbone.hidden_size < 1 or backbone.num_layers < 1 or backbone.parameters < 1:
+        raise BundleError(f"{MANIFEST}: backbone needs hidden_size, num_layers and parameters >= 1")
     manifest = Manifest(backbone=backbone, tasks=tasks, files=files)
     for key in ("tokenizer_file", "embed_file", "encoder_file", "encoder_int8_file"):
         setattr(manifest, key, _field(data, key, str, ""))
@@ -211,6 +240,8 @@ def read_manifest(bundle_dir: str | Path) -> Manifest:
         raise BundleError(f"{bundle_dir}/{error}") from None
     except UnicodeDecodeError:
         raise BundleError(f"{path}: not UTF-8 text") from None
+    except OSError as error:
+        raise BundleError(f"{path}: cannot read it ({error.strerror or error})") from None
 
 
 def sha256_file(path: Path) -> str:
@@ -221,8 +252,7 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def verified_path(bundle_dir: str | Path, manifest: Manifest, relative: str) -> Path:
-    """The file's absolute path, once it is inside the bundle and its size and sha256 match."""
+def _inside(bundle_dir: str | Path, manifest: Manifest, relative: str) -> tuple[Path, FileRecord]:
     root = Path(bundle_dir).resolve()
     path = (root / relative).resolve()
     if not path.is_relative_to(root):
@@ -235,11 +265,32 @@ def verified_path(bundle_dir: str | Path, manifest: Manifest, relative: str) -> 
         raise BundleError(
             f"{root / relative}: {size} bytes, the manifest says {record.size}; the file is damaged"
         )
+    return path, record
+
+
+def _mismatch(relative: str) -> BundleError:
+    return BundleError(f"{relative}: sha256 does not match the manifest; the file is damaged or was changed")
+
+
+def verified_path(bundle_dir: str | Path, manifest: Manifest, relative: str) -> Path:
+    """The file's absolute path, once it is inside the bundle and its size and sha256 match."""
+    path, record = _inside(bundle_dir, manifest, relative)
     if sha256_file(path) != record.sha256:
-        raise BundleError(
-            f"{relative}: sha256 does not match the manifest; the file is damaged or was changed"
-        )
+        raise _mismatch(relative)
     return path
+
+
+def verified_bytes(bundle_dir: str | Path, manifest: Manifest, relative: str) -> bytes:
+    """The file's bytes, read once and checked (inside the bundle, size, sha256): what is used is
+    exactly what was checked, even if the file changes on disk afterwards."""
+    path, record = _inside(bundle_dir, manifest, relative)
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise BundleError(f"{path}: cannot read it ({error.strerror or error})") from None
+    if len(data) != record.size or hashlib.sha256(data).hexdigest() != record.sha256:
+        raise _mismatch(relative)
+    return data
 
 
 def file_record(path: Path) -> FileRecord:

@@ -12,11 +12,28 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import load_file
+from safetensors.numpy import load as load_safetensors
+from tokenizers import Tokenizer
 
-from ipt_edge.bundle import GENERATOR_INPUTS, BundleError, Manifest, read_manifest, verified_path
+from ipt_edge.bundle import GENERATOR_INPUTS, BundleError, Manifest, read_manifest, verified_bytes
 from ipt_edge.sessions import create_session, resolve_providers
 from ipt_edge.tokenization import Text, TextEncoder, TokenBatch
+
+
+def _text_encoder(data: bytes, name: str, max_length: int) -> TextEncoder:
+    try:
+        return TextEncoder(None, max_length, tokenizer=Tokenizer.from_str(data.decode("utf-8")))
+    except Exception as error:  # tokenizers raises a bare Exception on a malformed file
+        raise BundleError(
+            f"{name}: not a tokenizer the tokenizers library can load ({str(error)[:200]})"
+        ) from None
+
+
+def _head(data: bytes, name: str) -> dict[str, np.ndarray]:
+    try:
+        return load_safetensors(data)
+    except Exception as error:  # safetensors raises its own SafetensorError
+        raise BundleError(f"{name}: not a readable safetensors file ({str(error)[:200]})") from None
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -42,14 +59,18 @@ class Classifier:
         self.labels = list(self.task.labels)
         self.providers = resolve_providers(providers)
         backbone = manifest.backbone
-        path = lambda name: verified_path(self.bundle_dir, manifest, name)  # noqa: E731
-        self.encoder_text = TextEncoder(path(manifest.tokenizer_file), self.task.max_length)
+        # Every file is read once, checked (size, sha256) and used from those same bytes.
+        read = lambda name: verified_bytes(self.bundle_dir, manifest, name)  # noqa: E731
+        self.encoder_text = _text_encoder(
+            read(manifest.tokenizer_file), manifest.tokenizer_file, self.task.max_length
+        )
         # The embedding gather and the generator are tiny: they run on the calling thread. Given
         # thread pools of their own, those pools' threads spin after each run and take cores from
         # the encoder (measured on 2 cores: 131 -> 181 rows/s, p50 17 -> 7 ms; docs/performance.md).
-        self.embed = create_session(path(manifest.embed_file), self.providers, threads=1)
-        self.generator = create_session(path(self.task.generator_file), self.providers, threads=1)
-        self.backbone = create_session(path(self._encoder_file(precision)), self.providers, threads)
+        session = lambda name, threads: create_session(read(name), name, self.providers, threads)  # noqa: E731
+        self.embed = session(manifest.embed_file, 1)
+        self.generator = session(self.task.generator_file, 1)
+        self.backbone = session(self._encoder_file(precision), threads)
         self.generator_inputs = [i.name for i in self.generator.get_inputs()]
         unknown = set(self.generator_inputs) - set(GENERATOR_INPUTS)
         if unknown:
@@ -59,7 +80,7 @@ class Classifier:
             raise BundleError(
                 f"{self.task.generator_file}: outputs {outputs} do not match a {self.task.generator} task"
             )
-        head = load_file(path(self.task.head_file))
+        head = _head(read(self.task.head_file), self.task.head_file)
         classes, hidden = len(self.labels), backbone.hidden_size
         self.head_weight = head.get("weight")  # [C, H]
         self.head_bias = head.get("bias")  # [C]
@@ -152,6 +173,8 @@ class Classifier:
 
     def logits(self, texts: Sequence[Text], batch_size: int = 32) -> np.ndarray:
         """Raw head outputs [N, C], in input order. Batches are formed by length to save padding."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
         texts = self._check_texts(texts)
         if not texts:
             return np.zeros((0, len(self.labels)), dtype=np.float32)

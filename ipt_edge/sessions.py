@@ -6,9 +6,11 @@ Asking for CUDA where ONNX Runtime cannot use it is an error, never a silent fal
 from __future__ import annotations
 
 import os
-from pathlib import Path
+import tempfile
 
 import onnxruntime as ort
+
+from ipt_edge.bundle import BundleError
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
@@ -39,11 +41,23 @@ def resolve_providers(providers: str | list[str] | None) -> list[str]:
     return resolved
 
 
+def threads_from_env() -> int | None:
+    """IPT_EDGE_THREADS, if set: a whole number >= 0 (0: ONNX Runtime's default)."""
+    value = os.environ.get("IPT_EDGE_THREADS", "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) > 4096:
+        raise ValueError(f"IPT_EDGE_THREADS should be a whole number of threads (0 to 4096), got {value!r}")
+    return int(value) or None
+
+
 def session_options(threads: int | None = None) -> ort.SessionOptions:
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
     options = ort.SessionOptions()
     # The backbone was optimized at export; basic fusions at load are cheap, the rest are already done.
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    threads = threads or int(os.environ.get("IPT_EDGE_THREADS", "0")) or None
+    threads = threads or threads_from_env()
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -51,11 +65,30 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     return options
 
 
-def create_session(path: Path, providers: list[str], threads: int | None = None) -> ort.InferenceSession:
-    session = ort.InferenceSession(str(path), sess_options=session_options(threads), providers=providers)
+# Graphs are loaded from their checked bytes, never by path: ONNX Runtime would then read
+# "external data" files the graph names, which no checksum covers. From bytes it looks for them in
+# this folder, which stays empty, so a graph with external data is refused.
+_NO_EXTERNAL_DATA = tempfile.mkdtemp(prefix="ipt-edge-no-external-data-")
+
+
+def create_session(
+    model: bytes, name: str, providers: list[str], threads: int | None = None
+) -> ort.InferenceSession:
+    """A session for the graph `model` (its bytes, already checked); `name` is for messages."""
+    options = session_options(threads)
+    options.add_session_config_entry(
+        "session.model_external_initializers_file_folder_path", _NO_EXTERNAL_DATA
+    )
+    try:
+        session = ort.InferenceSession(model, sess_options=options, providers=providers)
+    except Exception as error:  # ORT raises its own exception types (Fail, InvalidGraph, ...)
+        detail = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+        if "external data" in detail.lower():
+            raise BundleError(
+                f"{name}: the graph keeps weights in external data files, which a bundle may not"
+            ) from None
+        raise BundleError(f"{name}: ONNX Runtime cannot load this graph ({detail})") from None
     asked = providers[0]
     if asked not in session.get_providers():
-        raise ProviderError(
-            f"{path.name}: asked for {asked}, but the session runs on {session.get_providers()}"
-        )
+        raise ProviderError(f"{name}: asked for {asked}, but the session runs on {session.get_providers()}")
     return session

@@ -54,7 +54,7 @@ def test_score_writes_the_format_it_reads(bundle, tmp_path, suffix):
     assert result.exit_code == 0, result.output
     if suffix == ".jsonl":
         records = [json.loads(line) for line in out.read_text().splitlines()]
-        assert [r["id"] for r in records] == ["0", "1", "2", "3", "4"]
+        assert [r["id"] for r in records] == [0, 1, 2, 3, 4]  # JSON numbers stay numbers
         assert {"prediction", "prob_neg", "prob_pos"} <= set(records[0])
     else:
         assert out.read_text().splitlines()[1].startswith('0,"')

@@ -1,0 +1,129 @@
+"""What every command shares: the typer app, common options, errors, and the exit-code contract.
+
+Exit codes: 0 done; 2 bad input (the message names the file, line or field); 130/143 stopped by
+Ctrl-C / SIGTERM (nothing half-written remains, a previous output is untouched); 1 only for a bug.
+"""
+
+from __future__ import annotations
+
+import importlib
+import signal
+import sys
+import warnings
+from pathlib import Path
+from types import ModuleType
+from typing import Annotated, NoReturn
+
+import typer
+
+app = typer.Typer(
+    help="Instance-wise prompt-tuned classifiers: train on a frozen backbone, export to ONNX, run anywhere."
+    "\n\nExit codes: 0 done; 2 bad input (the message names the file, line or field); 130/143 stopped by "
+    "Ctrl-C/SIGTERM. An interrupted command leaves no half-written output, and a previous output untouched.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+BundleOption = Annotated[
+    Path,
+    typer.Option("--bundle", "-b", envvar="IPT_EDGE_BUNDLE", help="Bundle folder (or set IPT_EDGE_BUNDLE)."),
+]
+TaskOption = Annotated[
+    str | None, typer.Option("--task", "-t", help="Task in the bundle; may be left out when it has one.")
+]
+ProviderOption = Annotated[
+    str,
+    typer.Option("--provider", help="cpu or cuda. cuda fails clearly when ONNX Runtime cannot use it."),
+]
+PrecisionOption = Annotated[
+    str, typer.Option(help="fp32, or int8 where the bundle was exported with --quantize int8.")
+]
+ThreadsOption = Annotated[
+    int | None,
+    typer.Option("--threads", min=1, help="Intra-op threads (default: IPT_EDGE_THREADS, else one per core)."),
+]
+BatchSizeOption = Annotated[int, typer.Option(min=1, help="Texts per model batch.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from ipt_edge import __version__
+
+        typer.echo(f"ipt-edge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def callback(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """Instance-wise prompt-tuned classifiers (the app's help text above is what --help shows)."""
+    # The commands report truncation themselves, with a count; the library's warning would say it twice.
+    warnings.filterwarnings("ignore", message=r".*were truncated")
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    raise typer.Exit(code)
+
+
+def say(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def require_positive(**values: float | None) -> None:
+    """Fail (exit 2) on a numeric option that is not > 0, naming the option."""
+    for name, value in values.items():
+        if value is not None and not value > 0:  # also catches NaN
+            fail(f"--{name.replace('_', '-')} must be greater than 0, got {value}")
+
+
+def export_side(module: str) -> ModuleType:
+    """Import a module of the PyTorch side (which imports torch); say how to install it if missing."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        fail(
+            f"this command needs the PyTorch side, which is not installed ({error.name} is missing): "
+            "pip install 'ipt-edge[export]'"
+        )
+
+
+class Stopped(BaseException):
+    """SIGTERM or Ctrl-C. A BaseException, so every `except Exception` lets it through to the
+    clean-up code (temporary files removed, previous outputs untouched) on its way out."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise Stopped(signum)
+
+
+def main() -> None:
+    """The `ipt-edge` entry point: the typer app, with SIGTERM handled as Ctrl-C is."""
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        app()
+    except Stopped as stopped:
+        name = signal.Signals(stopped.signum).name
+        typer.secho(f"stopped by {name}: nothing half-written was left behind", err=True, fg=typer.colors.RED)
+        sys.exit(128 + stopped.signum)
+
+
+def open_classifier(bundle: Path, task: str | None, provider: str, threads: int | None, precision: str):
+    """Classifier.load, with every bundle or provider problem as a clear exit 2."""
+    from ipt_edge.bundle import BundleError
+    from ipt_edge.classifier import Classifier
+    from ipt_edge.sessions import ProviderError
+
+    try:
+        return Classifier.load(bundle, task=task, providers=provider, threads=threads, precision=precision)
+    except (BundleError, ProviderError, ValueError) as error:
+        fail(str(error))

@@ -1,0 +1,86 @@
+"""`ipt-edge train`: a task's generator and head on the frozen backbone (needs the export extra)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ipt_edge.cli.app import ThreadsOption, app, export_side, fail, require_positive, say
+from ipt_edge.tables import TableError
+
+
+@app.command()
+def train(
+    train_file: Annotated[Path, typer.Argument(help="Labelled rows: .csv, .tsv or .jsonl with a header.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Checkpoint folder to write (must not exist).")],
+    replace: Annotated[
+        bool,
+        typer.Option(
+            "--replace",
+            help="Replace an existing checkpoint at --out, once the new one is complete. "
+            "A folder that is not a checkpoint is never replaced.",
+        ),
+    ] = False,
+    dev: Annotated[Path | None, typer.Option(help="Labelled dev rows; the best step on it is kept.")] = None,
+    text_column: Annotated[str, typer.Option(help="Column with the text.")] = "text",
+    text_pair_column: Annotated[
+        str | None, typer.Option(help="Column with the second text, for pair tasks (e.g. entailment).")
+    ] = None,
+    label_column: Annotated[str, typer.Option(help="Column with the label.")] = "label",
+    labels: Annotated[
+        str | None,
+        typer.Option(
+            help="Label order and names, 'neg,pos' or '0=negative,1=positive'; any other label in the "
+            "data is an error. Default: the labels found (printed with counts before training)."
+        ),
+    ] = None,
+    backbone: Annotated[
+        str, typer.Option(help="A local Hugging Face model folder, or all-MiniLM-L6-v2 (packaged).")
+    ] = "all-MiniLM-L6-v2",
+    generator: Annotated[
+        str,
+        typer.Option(
+            help="static | lookup | mlp | lstm | cnn; all but lookup also as <kind>-deep (prompts in every "
+            "layer). mlp-deep measured best; docs/accuracy.md compares them."
+        ),
+    ] = "mlp-deep",
+    prompt_length: Annotated[int, typer.Option(min=1, help="P, prompt vectors per input.")] = 16,
+    pooling: Annotated[str, typer.Option(help="mean (over real tokens) or cls.")] = "mean",
+    max_length: Annotated[
+        int, typer.Option(min=1, help="Token budget of the text; longer texts are cut.")
+    ] = 128,
+    epochs: Annotated[float, typer.Option(help="Passes over the training rows (fractions allowed).")] = 2.0,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate (warm-up, then linear decay).")] = 5e-3,
+    seed: Annotated[int, typer.Option()] = 0,
+    max_train_rows: Annotated[int | None, typer.Option(min=1, help="Train on a seeded subsample.")] = None,
+    eval_every: Annotated[int | None, typer.Option(min=1, help="Steps between dev evaluations.")] = None,
+    threads: ThreadsOption = None,
+    init_generator: Annotated[
+        Path | None,
+        typer.Option(help="Start from the generator of this checkpoint (pretrained on another corpus)."),
+    ] = None,
+) -> None:
+    """Train a task's prompt generator and head on the frozen backbone; saves a checkpoint.
+
+    An existing --out is refused unless --replace is given; the new checkpoint then takes its
+    place only once complete.
+    """
+    require_positive(epochs=epochs, lr=lr)
+    training = export_side("ipt_edge_export.train")
+    from ipt_edge_export.checkpoint import CheckpointError
+
+    options = training.TrainOptions(
+        train_file=train_file, out_dir=out, replace=replace, dev_file=dev, text_column=text_column,
+        text_pair_column=text_pair_column, label_column=label_column, labels=labels,
+        backbone=backbone, generator=generator, prompt_length=prompt_length, pooling=pooling,
+        max_length=max_length, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+        max_train_rows=max_train_rows, eval_every=eval_every, threads=threads,
+        init_generator=init_generator,
+    )  # fmt: skip
+    try:
+        training.train(options, progress=say)
+    except (TableError, CheckpointError, ValueError) as error:
+        fail(str(error))
