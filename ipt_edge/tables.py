@@ -291,6 +291,9 @@ class AtomicTableWriter:
             )
         elif self.format == "csv":
             self._csv = csv.writer(self._file, quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
+            # QUOTE_MINIMAL leaves a field with a carriage return unquoted when lines end in "\n",
+            # and a reader then takes "x\r" at the end of a line for "x": such rows quote every field.
+            self._quote_all = csv.writer(self._file, quoting=csv.QUOTE_ALL, lineterminator="\n")
         if self.format != "jsonl":
             try:
                 self._write_fields(columns, "the header")
@@ -334,6 +337,9 @@ class AtomicTableWriter:
                         f"{self.path}: {where}, column {column!r} holds a tab or line break, "
                         "which TSV cannot; write a .csv or .jsonl output instead"
                     )
+        elif self.format == "csv" and any("\r" in value for value in values):
+            self._quote_all.writerow(values)
+            return
         self._csv.writerow(values)
 
     def commit(self) -> None:
