@@ -132,9 +132,10 @@ def graphs_dir(args: argparse.Namespace, first: Contestant) -> Path:
 def optimum_available() -> bool:
     import importlib.util
 
-    return importlib.util.find_spec("optimum") is not None and (
-        importlib.util.find_spec("optimum.onnxruntime") is not None
-    )
+    try:
+        return importlib.util.find_spec("optimum.onnxruntime") is not None  # from optimum-onnx
+    except ModuleNotFoundError:  # no optimum at all
+        return False
 
 
 def prepare(args: argparse.Namespace, people: list[Contestant], wanted: set[str]) -> None:
@@ -154,11 +155,11 @@ def prepare(args: argparse.Namespace, people: list[Contestant], wanted: set[str]
         if not person.plain.exists() and "ipt-plain" in wanted:
             log(f"exporting {person.checkpoint} to {person.plain} (unfused)")
             export_checkpoint(person.checkpoint, person.plain, task="task", optimize=False, log=quiet)
+    if not wanted & {*BACKBONE, *OPTIMUM}:
+        return
     shas = {person.name: read_manifest(person.bundle).backbone.sha256 for person in people}
     if len(set(shas.values())) > 1:
         raise SystemExit(f"the contestants have different backbones (sha256 {shas}); peers need one")
-    if not wanted & {*BACKBONE, *OPTIMUM}:
-        return
     graphs = graphs_dir(args, people[0])
     graphs.mkdir(parents=True, exist_ok=True)
     backbone = None
