@@ -1,23 +1,39 @@
-"""Side-by-side speed of one trained task, in one run on one machine (see docs/performance.md).
+"""Side-by-side speed of trained tasks and their peers, in one run on one machine (docs/performance.md).
 
-    python benchmarks/bench.py models/sst2-sentiment --data ../shared/data/sst2/dev.tsv \\
-        --text-column sentence --rows 2000 --threads 2
+    python benchmarks/bench.py models/sst2-sentiment --data work/sst2/test.tsv \\
+        --text-column sentence --rows 2000 --threads 2 --rounds 3
+
+Contestants: each CHECKPOINT is exported here (a fused bundle with an int8 encoder, and an unfused
+one, cached in --work); each `--bundle PATH` (repeatable) is an exported bundle run as it is, of
+any prompt kind (it is loaded through ipt_edge.Classifier.load). With several contestants their
+configs are named `ipt-fused@NAME` etc. (NAME: the checkpoint's or bundle's folder name).
 
 Every configuration runs in a fresh process (so cold start and peak RSS are its own), on the same
-rows, batch size and thread count:
+rows, tokenizer, batch size and thread count:
 
-  torch-arrival   PyTorch eager (transformers + the IPT model, same weights), batches in file order
-  torch-sorted    the same with our length-sorted batching
-  backbone-plain  the encoder alone in ONNX Runtime (plain export of the HF model, no prompts) at the
-                  same tokens per row (T + P): the floor the generator and glue add to
-  backbone-fused  the same graph after ONNX Runtime's transformer fusions
-  ipt-plain       ipt-edge, unfused backbone graph
-  ipt-arrival     ipt-edge, fused, batches in file order
-  ipt-fused       ipt-edge, fused, length-sorted (the default)
-  ipt-int8        ipt-edge, fused + dynamic int8 encoder
+  torch-arrival     PyTorch eager (transformers + the IPT model, same weights), batches in file order
+  torch-sorted      the same with our length-sorted batching          (both: the first CHECKPOINT)
+  backbone-plain    the encoder alone in ONNX Runtime (plain export of the HF model, no prompts) at
+                    T + P tokens per row (P: the first contestant's): the floor of a prepend task
+  backbone-fused    the same graph after ONNX Runtime's transformer fusions
+  backbone-T-fused  the fused graph at the text's own T tokens (no prompt positions): the plain
+                    backbone a user would run without prompts; length-sorted
+  backbone-T-int8   the same, quantized dynamically as `export --quantize int8` quantizes encoders
+  optimum-fp32      what a user would pick instead: the backbone with an AutoModelForSequenceClassification
+                    head (freshly initialised: weights do not change speed; no accuracy reported),
+                    exported with optimum's exporter and run by ORTModelForSequenceClassification;
+                    length-sorted batches
+  optimum-arrival   the same, batches in file order
+  optimum-int8      optimum-fp32 quantized by optimum's ORTQuantizer (dynamic AVX2 config, per channel)
+  ipt-plain         ipt-edge, unfused backbone graph (checkpoint contestants only)
+  ipt-arrival       ipt-edge, fused, batches in file order
+  ipt-fused         ipt-edge, fused, length-sorted (the default)
+  ipt-int8          ipt-edge, fused + dynamic int8 encoder (where the bundle has one)
 
-It also measures the machine's fp32 GEMM peak through ONNX Runtime and the backbone's achieved
-FLOP/s (its matmuls counted at the real padded token counts) as a share of that peak.
+It prints each ipt-edge config's ratio to its peers (backbone-T and optimum, same precision) and
+the issue's targets, measures the machine's fp32 GEMM peak through ONNX Runtime and the encoder's
+achieved FLOP/s (its matmuls counted at the real padded token counts) as a share of that peak.
+The optimum configs need the `bench` extra (pip install -e ".[export,bench]").
 """
 
 from __future__ import annotations
@@ -30,18 +46,66 @@ import resource
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-CONFIGS = [
-    "torch-arrival", "torch-sorted", "backbone-plain", "backbone-fused",
-    "ipt-plain", "ipt-arrival", "ipt-fused", "ipt-int8",
-]  # fmt: skip
+TORCH = ["torch-arrival", "torch-sorted"]
+BACKBONE = ["backbone-plain", "backbone-fused", "backbone-T-fused", "backbone-T-int8"]
+OPTIMUM = ["optimum-arrival", "optimum-fp32", "optimum-int8"]
+IPT = ["ipt-plain", "ipt-arrival", "ipt-fused", "ipt-int8"]
+# Each ipt-edge config's peers at the same precision (and batch order, for optimum); the issue's
+# targets (#10): the shipped task at >= 0.90x the plain backbone at T tokens, fp32 and int8.
+BACKBONE_PEER = {"ipt-plain": "backbone-T-fused", "ipt-arrival": "backbone-T-fused",
+                 "ipt-fused": "backbone-T-fused", "ipt-int8": "backbone-T-int8"}  # fmt: skip
+OPTIMUM_PEER = {"ipt-plain": "optimum-fp32", "ipt-arrival": "optimum-arrival",
+                "ipt-fused": "optimum-fp32", "ipt-int8": "optimum-int8"}  # fmt: skip
+TARGETS = {"ipt-fused": 0.90, "ipt-int8": 0.90}
 
 
 # ---------------------------------------------------------------------------------------------
-# Data and bundles
+# Contestants, data and graphs
+
+
+@dataclass
+class Contestant:
+    name: str
+    bundle: Path  # fused, with the int8 encoder where there is one
+    plain: Path | None  # the unfused bundle (built from a checkpoint only)
+    checkpoint: Path | None
+    task: str | None  # the task in the bundle (None: its only task)
+
+
+def contestants(args: argparse.Namespace) -> list[Contestant]:
+    found: list[Contestant] = []
+    names: set[str] = set()
+
+    def unique(path: Path) -> str:
+        base = name = path.resolve().name
+        number = 1
+        while name in names:
+            number += 1
+            name = f"{base}-{number}"
+        names.add(name)
+        return name
+
+    for checkpoint in args.checkpoint:
+        name = unique(checkpoint)
+        folder = args.work / name
+        found.append(Contestant(name, folder / "bundle-fused", folder / "bundle-plain", checkpoint, "task"))
+    for bundle in args.bundle:
+        found.append(Contestant(unique(bundle), bundle, None, None, args.task))
+    return found
+
+
+def config_name(kind: str, contestant: Contestant, many: bool) -> str:
+    return f"{kind}@{contestant.name}" if many else kind
+
+
+def split_config(config: str) -> tuple[str, str | None]:
+    kind, _, name = config.partition("@")
+    return kind, name or None
 
 
 def read_rows(path: Path, text_column: str, label_column: str, rows: int) -> tuple[list[str], list[str]]:
@@ -58,40 +122,147 @@ def read_rows(path: Path, text_column: str, label_column: str, rows: int) -> tup
     return texts, labels
 
 
-def prepare(args: argparse.Namespace) -> dict[str, Path]:
-    """Bundles (fused + int8, and plain) and the backbone-alone graphs, cached in --work."""
-    from ipt_edge_export.checkpoint import load_backbone, read_checkpoint
-    from ipt_edge_export.onnx_export import Calibration, export_checkpoint, optimize_encoder
+def graphs_dir(args: argparse.Namespace, first: Contestant) -> Path:
+    """The peers' graphs, one folder per backbone (by the sha256 of its weights)."""
+    from ipt_edge.bundle import read_manifest
 
-    work = args.work
-    work.mkdir(parents=True, exist_ok=True)
-    paths = {"fused": work / "bundle-fused", "plain": work / "bundle-plain"}
+    return args.work / f"peers-{read_manifest(first.bundle).backbone.sha256[:12]}"
+
+
+def optimum_available() -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("optimum.onnxruntime") is not None  # from optimum-onnx
+    except ModuleNotFoundError:  # no optimum at all
+        return False
+
+
+def prepare(args: argparse.Namespace, people: list[Contestant], wanted: set[str]) -> None:
+    """Bundles of checkpoint contestants; the backbone-alone and optimum graphs; cached in --work."""
+    from ipt_edge.bundle import read_manifest
+    from ipt_edge_export.onnx_export import Calibration, export_checkpoint
+
     calibration = Calibration(args.data, args.text_column, None, args.label_column, tolerance=100.0)
     quiet = lambda message: None  # noqa: E731
-    if not paths["fused"].exists():
-        export_checkpoint(args.checkpoint, paths["fused"], task="task", int8=calibration, log=quiet)
-    if not paths["plain"].exists():
-        export_checkpoint(args.checkpoint, paths["plain"], task="task", optimize=False, log=quiet)
-    paths["backbone-plain"] = work / "backbone-plain.onnx"
-    paths["backbone-fused"] = work / "backbone-fused.onnx"
-    if not paths["backbone-fused"].exists():
-        import shutil
+    for person in people:
+        if person.checkpoint is None:
+            continue
+        person.bundle.parent.mkdir(parents=True, exist_ok=True)
+        if not person.bundle.exists():
+            log(f"exporting {person.checkpoint} to {person.bundle} (fused + int8)")
+            export_checkpoint(person.checkpoint, person.bundle, task="task", int8=calibration, log=quiet)
+        if not person.plain.exists() and "ipt-plain" in wanted:
+            log(f"exporting {person.checkpoint} to {person.plain} (unfused)")
+            export_checkpoint(person.checkpoint, person.plain, task="task", optimize=False, log=quiet)
+    if not wanted & {*BACKBONE, *OPTIMUM}:
+        return
+    shas = {person.name: read_manifest(person.bundle).backbone.sha256 for person in people}
+    if len(set(shas.values())) > 1:
+        raise SystemExit(f"the contestants have different backbones (sha256 {shas}); peers need one")
+    graphs = graphs_dir(args, people[0])
+    graphs.mkdir(parents=True, exist_ok=True)
+    backbone = None
 
-        import torch
+    def load() -> object:
+        nonlocal backbone
+        if backbone is None:
+            backbone = peer_backbone(args, people[0], shas[people[0].name])
+        return backbone
 
-        checkpoint = read_checkpoint(args.checkpoint)
-        backbone = load_backbone(checkpoint.meta["backbone"]["source"])
-        ids = torch.randint(5, 1000, (2, 9))
-        with torch.no_grad():
-            torch.onnx.export(
-                backbone.model, (ids, torch.ones_like(ids), torch.zeros_like(ids)), str(paths["backbone-plain"]),
-                input_names=["input_ids", "attention_mask", "token_type_ids"], output_names=["last_hidden_state"],
-                dynamic_axes={n: {0: "batch", 1: "tokens"} for n in ["input_ids", "attention_mask", "token_type_ids"]},
-                opset_version=17, dynamo=False,
-            )  # fmt: skip
-        shutil.copyfile(paths["backbone-plain"], paths["backbone-fused"])
-        optimize_encoder(paths["backbone-fused"], backbone.model.config)
-    return paths
+    if not (graphs / "backbone-fused.int8.onnx").exists() and wanted & set(BACKBONE):
+        log(f"exporting the backbone alone to {graphs}")
+        export_backbone_alone(load(), graphs)
+    if not (graphs / "optimum-int8").exists() and wanted & set(OPTIMUM):
+        log(f"exporting the optimum peer to {graphs}")
+        labels = len(read_manifest(people[0].bundle).task(people[0].task)[1].labels)
+        export_optimum(load(), graphs, labels)
+
+
+def peer_backbone(args: argparse.Namespace, first: Contestant, sha256: str):
+    """The Hugging Face backbone the contestants were exported from (checked by sha256)."""
+    from ipt_edge_export.checkpoint import load_backbone, read_checkpoint
+
+    checkpoints = args.checkpoint
+    source = read_checkpoint(checkpoints[0]).meta["backbone"]["source"] if checkpoints else args.backbone
+    backbone = load_backbone(source)
+    if backbone.identity["sha256"] != sha256:
+        raise SystemExit(
+            f"backbone {source!r} (sha256 {backbone.identity['sha256'][:12]}) is not the one {first.bundle} "
+            f"was exported from (sha256 {sha256[:12]}); pass it with --backbone"
+        )
+    return backbone
+
+
+def export_backbone_alone(backbone, graphs: Path) -> None:
+    """backbone-plain.onnx (legacy export of the HF encoder), backbone-fused.onnx (ONNX Runtime's
+    transformer fusions) and backbone-fused.int8.onnx (quantized as `export --quantize int8` does)."""
+    import shutil
+
+    import torch
+
+    from ipt_edge_export.onnx_export import optimize_encoder, quantize_encoder
+
+    plain, fused = graphs / "backbone-plain.onnx", graphs / "backbone-fused.onnx"
+    ids = torch.randint(5, 1000, (2, 9))
+    with torch.no_grad():
+        torch.onnx.export(
+            backbone.model, (ids, torch.ones_like(ids), torch.zeros_like(ids)), str(plain),
+            input_names=["input_ids", "attention_mask", "token_type_ids"], output_names=["last_hidden_state"],
+            dynamic_axes={n: {0: "batch", 1: "tokens"} for n in ["input_ids", "attention_mask", "token_type_ids"]},
+            opset_version=17, dynamo=False,
+        )  # fmt: skip
+    shutil.copyfile(plain, fused)
+    optimize_encoder(fused, backbone.model.config)
+    quantize_encoder(fused, graphs / "backbone-fused.int8.onnx.tmp")
+    os.replace(graphs / "backbone-fused.int8.onnx.tmp", graphs / "backbone-fused.int8.onnx")
+
+
+def export_optimum(backbone, graphs: Path, labels: int) -> None:
+    """optimum-fp32/ and optimum-int8/: what a user of optimum would ship for this backbone.
+
+    The classification head is freshly initialised (seeded): a fine-tuned model's weights would not
+    change its speed, so this peer is for speed only. The exporter is optimum's (main_export, task
+    text-classification, its defaults); int8 is optimum's ORTQuantizer with its dynamic AVX2 config."""
+    import logging
+    import shutil
+    import warnings
+
+    import torch
+    import transformers
+    from optimum.exporters.onnx import main_export
+    from optimum.onnxruntime import ORTQuantizer
+    from optimum.onnxruntime.configuration import AutoQuantizationConfig
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    stage = graphs / "optimum.tmp"
+    shutil.rmtree(stage, ignore_errors=True)
+    torch.manual_seed(0)
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()  # "Some weights ... newly initialized": the head, on purpose
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(backbone.path, num_labels=labels)
+        model.save_pretrained(stage / "source")  # a local classifier folder, as fine-tuning leaves one
+        AutoTokenizer.from_pretrained(backbone.path).save_pretrained(stage / "source")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the legacy exporter's, on masks
+            # "Weight deduplication check ... requires accelerate": a BERT classifier ties no weights.
+            logging.getLogger("optimum").setLevel(logging.ERROR)
+            main_export(str(stage / "source"), output=stage / "optimum-fp32", task="text-classification",
+                        library_name="transformers")  # fmt: skip
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    quantizer = ORTQuantizer.from_pretrained(stage / "optimum-fp32")
+    config = AutoQuantizationConfig.avx2(is_static=False, per_channel=True)
+    quantizer.quantize(save_dir=stage / "optimum-int8", quantization_config=config)
+    for name in ("optimum-fp32", "optimum-int8"):
+        shutil.rmtree(graphs / name, ignore_errors=True)
+        os.replace(stage / name, graphs / name)
+    shutil.rmtree(stage)
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,11 +279,14 @@ def batches(order: list[int], size: int) -> list[list[int]]:
     return [order[i : i + size] for i in range(0, len(order), size)]
 
 
-def worker(config: str, args: argparse.Namespace, paths: dict[str, Path], started: float) -> dict:
+def worker(config: str, args: argparse.Namespace, people: list[Contestant], started: float) -> dict:
     texts, labels = read_rows(args.data, args.text_column, args.label_column, args.rows)
     threads = args.threads
+    kind, name = split_config(config)
+    person = next((p for p in people if p.name == name), people[0])
     result: dict = {"config": config}
-    if config.startswith("torch"):
+    predicted = None
+    if kind.startswith("torch"):
         import torch
 
         from ipt_edge.tokenization import TextEncoder
@@ -120,7 +294,8 @@ def worker(config: str, args: argparse.Namespace, paths: dict[str, Path], starte
 
         torch.set_num_threads(threads)
         torch.set_num_interop_threads(1)
-        model, backbone = model_from_checkpoint(read_checkpoint(args.checkpoint))
+        checkpoint = next(p.checkpoint for p in people if p.checkpoint is not None)
+        model, backbone = model_from_checkpoint(read_checkpoint(checkpoint))
         encoder = TextEncoder(backbone.tokenizer_path, model.config.max_length)
         label_values = model.config.label_values or model.config.labels
 
@@ -134,7 +309,7 @@ def worker(config: str, args: argparse.Namespace, paths: dict[str, Path], starte
         result["cold_start_s"] = time.time() - started
         lengths = [len(e.ids) for e in encoder.tokenizer.encode_batch(texts)]
         order = list(range(len(texts)))
-        if config == "torch-sorted":
+        if kind == "torch-sorted":
             order.sort(key=lambda i: lengths[i])
         logits = np.zeros((len(texts), len(label_values)), dtype=np.float32)
         begin = time.perf_counter()
@@ -144,74 +319,102 @@ def worker(config: str, args: argparse.Namespace, paths: dict[str, Path], starte
         predicted = [label_values[i] for i in logits.argmax(-1)]
         single = lambda text: run([text])  # noqa: E731
         np.save(args.work / f"logits-{config}.npy", logits)
-    elif config.startswith("backbone"):
+    elif kind.startswith(("backbone", "optimum")):
         import onnxruntime as ort
 
         from ipt_edge.bundle import read_manifest
         from ipt_edge.tokenization import TextEncoder
 
-        manifest = read_manifest(paths["fused"])
-        task = manifest.tasks["task"]
+        # The same tokenizer and text budget as the first contestant, so every config sees the same tokens.
+        manifest = read_manifest(person.bundle)
+        task = manifest.task(person.task)[1]
+        encoder = TextEncoder(person.bundle / manifest.tokenizer_file, task.max_length)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
-        session = ort.InferenceSession(str(paths[config]), options, providers=["CPUExecutionProvider"])
-        encoder = TextEncoder(paths["fused"] / "tokenizer.json", task.max_length)
-        prompt = task.prompt_length
+        graphs = graphs_dir(args, person)
+        # T + P tokens per row for the prepend floor (P real, attended positions in front), else T.
+        extra = task.prompt_length if kind in ("backbone-plain", "backbone-fused") else 0
+        if kind.startswith("backbone"):
+            file = {"backbone-plain": "backbone-plain.onnx", "backbone-T-int8": "backbone-fused.int8.onnx"}
+            path = graphs / file.get(kind, "backbone-fused.onnx")
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
-        def run(rows: list[str]) -> np.ndarray:
-            batch = encoder.encode(rows)
-            # The same tokens per row as ipt-edge: P extra (real, attended) positions in front.
-            b = batch.input_ids.shape[0]
-            ids = np.concatenate([np.full((b, prompt), 1000, np.int64), batch.input_ids], axis=1)
-            mask = np.concatenate([np.ones((b, prompt), np.int64), batch.attention_mask], axis=1)
-            feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-            return session.run(None, feeds)[0]
+            def run(rows: list[str]) -> np.ndarray:
+                batch = encoder.encode(rows)
+                b = batch.input_ids.shape[0]
+                ids = np.concatenate([np.full((b, extra), 1000, np.int64), batch.input_ids], axis=1)
+                mask = np.concatenate([np.ones((b, extra), np.int64), batch.attention_mask], axis=1)
+                feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+                return session.run(None, feeds)[0]
+
+        else:
+            from optimum.onnxruntime import ORTModelForSequenceClassification
+
+            int8 = kind == "optimum-int8"
+            model = ORTModelForSequenceClassification.from_pretrained(
+                graphs / ("optimum-int8" if int8 else "optimum-fp32"),
+                file_name="model_quantized.onnx" if int8 else "model.onnx",
+                session_options=options, provider="CPUExecutionProvider",
+            )  # fmt: skip
+
+            def run(rows: list[str]) -> np.ndarray:
+                batch = encoder.encode(rows)  # numpy in, numpy out
+                return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                             token_type_ids=batch.token_type_ids).logits  # fmt: skip
 
         run(texts[:1])
         result["cold_start_s"] = time.time() - started
         lengths = [len(e.ids) for e in encoder.tokenizer.encode_batch(texts)]
-        order = sorted(range(len(texts)), key=lambda i: lengths[i])
+        order = list(range(len(texts)))
+        if kind != "optimum-arrival":
+            order.sort(key=lambda i: lengths[i])
         begin = time.perf_counter()
         flops = 0.0
+        bb = manifest.backbone
         for rows in batches(order, args.batch_size):
             run([texts[i] for i in rows])
-            flops += encoder_flops(manifest.backbone.hidden_size, 4 * manifest.backbone.hidden_size,
-                                   manifest.backbone.num_layers, len(rows), max(lengths[i] for i in rows) + prompt)  # fmt: skip
+            length = max(lengths[i] for i in rows) + extra
+            flops += encoder_flops(bb.hidden_size, 4 * bb.hidden_size, bb.num_layers, len(rows), length)
         seconds = time.perf_counter() - begin
         result["rows_per_s"] = len(texts) / seconds
-        result["gflops_per_s"] = flops / seconds / 1e9
-        predicted = None
+        if kind in ("backbone-plain", "backbone-fused", "backbone-T-fused"):  # the peak is an fp32 figure
+            result["gflops_per_s"] = flops / seconds / 1e9
         single = lambda text: run([text])  # noqa: E731
     else:
         from ipt_edge.classifier import Classifier
 
-        bundle = paths["plain"] if config == "ipt-plain" else paths["fused"]
-        precision = "int8" if config == "ipt-int8" else "fp32"
-        classifier = Classifier.load(bundle, threads=threads, precision=precision)
+        bundle = person.plain if kind == "ipt-plain" else person.bundle
+        precision = "int8" if kind == "ipt-int8" else "fp32"
+        classifier = Classifier.load(bundle, task=person.task, threads=threads, precision=precision)
         classifier.predict(texts[:1])
         result["cold_start_s"] = time.time() - started
         encoder_seconds = [0.0]
-        real_run = classifier.backbone.run
+        # The encoder's own share of the time, for the FLOP/s figure: counted for prepend-style
+        # encoders (prompt_embeds in, P + T positions through every layer); other kinds skip it.
+        session = getattr(classifier, "backbone", None)
+        prepend = session is not None and "prompt_embeds" in {i.name for i in session.get_inputs()}
+        if prepend:
+            real_run = session.run
 
-        def timed_run(*a, **k):  # the encoder's own share of the time, for the FLOP/s figure
-            t = time.perf_counter()
-            out = real_run(*a, **k)
-            encoder_seconds[0] += time.perf_counter() - t
-            return out
+            def timed_run(*a, **k):
+                t = time.perf_counter()
+                out = real_run(*a, **k)
+                encoder_seconds[0] += time.perf_counter() - t
+                return out
 
-        classifier.backbone.run = timed_run
+            session.run = timed_run
         begin = time.perf_counter()
-        if config == "ipt-arrival":  # file order: one call per batch, so nothing is sorted across batches
+        if kind == "ipt-arrival":  # file order: one call per batch, so nothing is sorted across batches
             logits = np.concatenate([classifier.logits(texts[i : i + args.batch_size], args.batch_size)
                                      for i in range(0, len(texts), args.batch_size)])  # fmt: skip
         else:
             logits = classifier.logits(texts, args.batch_size)
         result["rows_per_s"] = len(texts) / (time.perf_counter() - begin)
-        lengths = sorted(len(e.ids) for e in classifier.encoder_text.tokenize(texts))
-        p, bb = classifier.task.prompt_length, classifier.manifest.backbone
-        flops = sum(encoder_flops(bb.hidden_size, 4 * bb.hidden_size, bb.num_layers, len(rows), max(rows) + p)
-                    for rows in batches(lengths, args.batch_size))  # fmt: skip
-        if config in ("ipt-plain", "ipt-fused"):  # fp32 only: the peak is an fp32 figure
+        if prepend and kind in ("ipt-plain", "ipt-fused"):  # fp32 only: the peak is an fp32 figure
+            lengths = sorted(len(e.ids) for e in classifier.encoder_text.tokenize(texts))
+            p, bb = classifier.task.prompt_length, classifier.manifest.backbone
+            flops = sum(encoder_flops(bb.hidden_size, 4 * bb.hidden_size, bb.num_layers, len(rows), max(rows) + p)
+                        for rows in batches(lengths, args.batch_size))  # fmt: skip
             result["gflops_per_s"] = flops / encoder_seconds[0] / 1e9
             result["encoder_share"] = encoder_seconds[0] / (len(texts) / result["rows_per_s"])
         predicted = [classifier.task.label_values[i] for i in logits.argmax(-1)]
@@ -263,33 +466,126 @@ def gemm_peak(threads: int, size: int = 2048, repeats: int = 10) -> float:
 
 
 # ---------------------------------------------------------------------------------------------
+# Tables
 
 
 def table(results: dict[str, dict], peak: float) -> str:
-    base_torch = results["torch-arrival"]["rows_per_s"]
-    base_sorted = results["torch-sorted"]["rows_per_s"]
-    floor = results["backbone-fused"]["rows_per_s"]
+    def base(name: str) -> float | None:
+        return results[name]["rows_per_s"] if name in results else None
+
+    bases = [("torch arrival", base("torch-arrival")), ("torch sorted", base("torch-sorted")),
+             ("backbone floor (fused, T + P)", base("backbone-fused"))]  # fmt: skip
+    bases = [(label, value) for label, value in bases if value]
+    header = "| config | rows/s | " + " | ".join(f"× {label}" for label, _ in bases)
     lines = [
-        "| config | rows/s | × torch arrival | × torch sorted | × backbone floor (fused) | p50 ms | p95 ms "
-        "| cold start s | peak RSS MB | accuracy | GFLOP/s (share of peak) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        header + " | p50 ms | p95 ms | cold start s | peak RSS MB | accuracy | GFLOP/s (share of peak) |",
+        "|---|---|" + "---|" * len(bases) + "---|---|---|---|---|---|",
     ]
     for name, r in results.items():
         flops = f"{r['gflops_per_s']:.1f} ({r['gflops_per_s'] / peak:.0%})" if "gflops_per_s" in r else ""
         accuracy = f"{r['accuracy']:.4f}" if "accuracy" in r else ""
+        ratios = "".join(f" {r['rows_per_s'] / value:.2f} |" for _, value in bases)
         lines.append(
-            f"| {name} | {r['rows_per_s']:.1f} | {r['rows_per_s'] / base_torch:.2f} | {r['rows_per_s'] / base_sorted:.2f} "
-            f"| {r['rows_per_s'] / floor:.2f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['cold_start_s']:.2f} "
-            f"| {r['peak_rss_mb']:.0f} | {accuracy} | {flops} |"
+            f"| {name} | {r['rows_per_s']:.1f} |{ratios} {r['p50_ms']:.1f} | {r['p95_ms']:.1f} "
+            f"| {r['cold_start_s']:.2f} | {r['peak_rss_mb']:.0f} | {accuracy} | {flops} |"
         )
     return "\n".join(lines)
+
+
+def round_ratio(runs: dict[str, list[dict]], config: str, peer: str) -> tuple[float, float, float] | None:
+    """Median, min and max over rounds of config's rows/s over peer's, both from the same round."""
+    if config not in runs or peer not in runs:
+        return None
+    ratios = [a["rows_per_s"] / b["rows_per_s"] for a, b in zip(runs[config], runs[peer], strict=True)]
+    return float(np.median(ratios)), min(ratios), max(ratios)
+
+
+def format_ratio(ratio: tuple[float, float, float] | None, peer: str) -> str:
+    if ratio is None:
+        return ""
+    median, low, high = ratio
+    spread = f" ({low:.2f}–{high:.2f})" if high > low else ""
+    return f"{median:.2f}{spread} vs {peer}"
+
+
+def peer_table(runs: dict[str, list[dict]]) -> tuple[str, list[str]]:
+    """Each ipt-edge config against its peers at the same precision, and the issue's targets."""
+    lines = [
+        "| ipt-edge config | × plain backbone at T tokens (fused; same precision) "
+        "| × optimum ORTModelForSequenceClassification (same precision, same batch order) |",
+        "|---|---|---|",
+    ]
+    targets = []
+    for config in runs:
+        kind, _ = split_config(config)
+        if kind not in BACKBONE_PEER:
+            continue
+        to_backbone = round_ratio(runs, config, BACKBONE_PEER[kind])
+        to_optimum = round_ratio(runs, config, OPTIMUM_PEER[kind])
+        lines.append(
+            f"| {config} | {format_ratio(to_backbone, BACKBONE_PEER[kind])} "
+            f"| {format_ratio(to_optimum, OPTIMUM_PEER[kind])} |"
+        )
+        if kind in TARGETS and to_backbone is not None:
+            verdict = "met" if to_backbone[0] >= TARGETS[kind] else "missed"
+            targets.append(
+                f"target {config} >= {TARGETS[kind]:.2f}× {BACKBONE_PEER[kind]}: "
+                f"{format_ratio(to_backbone, BACKBONE_PEER[kind])}: {verdict}"
+            )
+    return "\n".join(lines), targets
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def default_configs(people: list[Contestant]) -> list[str]:
+    from ipt_edge.bundle import read_manifest
+
+    configs = list(TORCH) if any(p.checkpoint for p in people) else []
+    configs += BACKBONE
+    if optimum_available():
+        configs += OPTIMUM
+    else:
+        log('optimum is not installed (pip install -e ".[export,bench]"): the optimum configs are left out')
+    many = len(people) > 1
+    for person in people:
+        int8 = read_manifest(person.bundle).encoder_int8_file
+        for kind in IPT:
+            if kind == "ipt-plain" and person.plain is None:
+                continue
+            if kind == "ipt-int8" and not int8:
+                log(f"{person.bundle} has no int8 encoder: ipt-int8 is left out for {person.name}")
+                continue
+            configs.append(config_name(kind, person, many))
+    return configs
+
+
+def check_configs(configs: list[str], people: list[Contestant]) -> None:
+    names = {p.name for p in people}
+    for config in configs:
+        kind, name = split_config(config)
+        if kind not in {*TORCH, *BACKBONE, *OPTIMUM, *IPT}:
+            raise SystemExit(f"unknown config {config!r}")
+        if name is not None and (kind not in IPT or name not in names):
+            raise SystemExit(f"config {config!r}: contestants are {sorted(names)}, and only ipt-* take one")
+        if kind in IPT and name is None and len(people) > 1:
+            raise SystemExit(f"config {config!r}: name the contestant, e.g. {kind}@{people[0].name}")
+        if kind in TORCH and not any(p.checkpoint for p in people):
+            raise SystemExit(f"config {config!r} needs a CHECKPOINT (PyTorch runs the checkpoint)")
+        if kind == "ipt-plain" and not all(p.plain for p in people if name in (None, p.name)):
+            raise SystemExit(f"config {config!r}: only checkpoint contestants have an unfused bundle")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("checkpoint", type=Path, nargs="*", help="training checkpoints, exported here")
+    parser.add_argument("--bundle", type=Path, action="append", default=[],
+                        help="an exported bundle to run as it is (repeatable)")  # fmt: skip
+    parser.add_argument("--task", help="the task in --bundle bundles (default: their only task)")
+    parser.add_argument("--backbone", default="all-MiniLM-L6-v2",
+                        help="the peers' backbone when no CHECKPOINT names it (checked against the bundle)")  # fmt: skip
     parser.add_argument("--data", type=Path, required=True, help="labelled rows (TSV/CSV/JSONL)")
     parser.add_argument("--text-column", default="text")
     parser.add_argument("--label-column", default="label")
@@ -298,22 +594,28 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--work", type=Path, default=Path("work/bench"))
-    parser.add_argument("--configs", default=",".join(CONFIGS))
+    parser.add_argument("--configs", default="", help="comma-separated (default: every one that applies)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--started", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    paths = {
-        "fused": args.work / "bundle-fused", "plain": args.work / "bundle-plain",
-        "backbone-plain": args.work / "backbone-plain.onnx", "backbone-fused": args.work / "backbone-fused.onnx",
-    }  # fmt: skip
+    people = contestants(args)
+    if not people:
+        parser.error("pass a CHECKPOINT or --bundle PATH")
     if args.worker:
-        print(json.dumps(worker(args.worker, args, paths, args.started)))
+        print(json.dumps(worker(args.worker, args, people, args.started)))
         return
-    prepare(args)
+    args.work.mkdir(parents=True, exist_ok=True)
+    requested = [c for c in args.configs.split(",") if c]
+    check_configs(requested, people)
+    kinds = {split_config(c)[0] for c in requested} or {*TORCH, *BACKBONE, *IPT, *OPTIMUM}
+    if not requested and not optimum_available():
+        kinds -= set(OPTIMUM)
+    prepare(args, people, kinds)
+    configs = requested or default_configs(people)
     # A shared VM's speed drifts by tens of percent over minutes: every config runs once per round,
     # rounds are interleaved, and the table shows each figure's median over the rounds.
-    runs: dict[str, list[dict]] = {config: [] for config in args.configs.split(",")}
+    runs: dict[str, list[dict]] = {config: [] for config in configs}
     peaks = []
     for round_number in range(args.rounds):
         for config in runs:
@@ -326,32 +628,58 @@ def main() -> None:
                 "--started",
                 repr(time.time()),
             ]
-            output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-            runs[config].append(json.loads(output.strip().splitlines()[-1]))
-            print(f"round {round_number + 1} {config}: {runs[config][-1]}", file=sys.stderr)
+            output = subprocess.run(command, capture_output=True, text=True)
+            if output.returncode:
+                raise SystemExit(f"config {config} failed:\n{output.stderr[-4000:]}")
+            runs[config].append(json.loads(output.stdout.strip().splitlines()[-1]))
+            log(f"round {round_number + 1} {config}: {runs[config][-1]}")
         peaks.append(gemm_peak(args.threads))
+    (args.work / "runs.json").write_text(
+        json.dumps({"args": sys.argv[1:], "runs": runs, "peaks": peaks}, indent=1)
+    )
     results = {
         config: {key: float(np.median([r[key] for r in rs])) for key in rs[0] if key != "config"}
         for config, rs in runs.items()
     }
     peak = max(peaks)  # the machine at its best: the conservative denominator for a share
-    import onnxruntime
-    import tokenizers
-    import torch
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(package: str) -> str:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return "absent"
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; threads {args.threads}; "
           f"batch {args.batch_size}; {args.rows} rows of {args.data}")  # fmt: skip
-    print(f"versions: python {platform.python_version()}, onnxruntime {onnxruntime.__version__}, "
-          f"torch {torch.__version__}, tokenizers {tokenizers.__version__}, numpy {np.__version__}")  # fmt: skip
+    print(f"contestants: {', '.join(f'{p.name} ({p.checkpoint or p.bundle})' for p in people)}")
+    packages = ["onnxruntime", "torch", "tokenizers", "numpy", "transformers", "optimum", "optimum-onnx"]
+    print(f"versions: python {platform.python_version()}, "
+          + ", ".join(f"{p} {installed(p)}" for p in packages))  # fmt: skip
     print(f"fp32 GEMM peak through ONNX Runtime (2048³ MatMul, best of {len(peaks)} rounds): {peak:.1f} GFLOP/s "
           f"(rounds: {', '.join(f'{p:.0f}' for p in peaks)}); figures below: medians of {args.rounds} rounds\n")  # fmt: skip
     print(table(results, peak))
-    if "torch-sorted" in results and "ipt-fused" in results:
-        a, b = np.load(args.work / "logits-torch-sorted.npy"), np.load(args.work / "logits-ipt-fused.npy")
-        print(f"\nmax |logit difference| ipt-fused vs torch: {np.abs(a - b).max():.2e}")
-    if "ipt-fused" in results and "ipt-arrival" in results:
-        print(f"length-sorted batching: {results['ipt-fused']['rows_per_s'] / results['ipt-arrival']['rows_per_s']:.2f}× "
-              "over file order")  # fmt: skip
+    peers, targets = peer_table(runs)
+    print(
+        f"\nipt-edge against its peers: medians of the per-round ratios (min–max over {args.rounds} rounds)\n"
+    )
+    print(peers)
+    print()
+    for line in targets:
+        print(line)
+    first = next((p for p in people if p.checkpoint), None)
+    fused = first and config_name("ipt-fused", first, len(people) > 1)
+    if first and "torch-sorted" in results and fused in results:
+        a, b = np.load(args.work / "logits-torch-sorted.npy"), np.load(args.work / f"logits-{fused}.npy")
+        print(f"max |logit difference| {fused} vs torch: {np.abs(a - b).max():.2e}")
+    for person in people:
+        fused, arrival = (config_name(k, person, len(people) > 1) for k in ("ipt-fused", "ipt-arrival"))
+        if fused in results and arrival in results:
+            print(f"length-sorted batching, {fused}: {results[fused]['rows_per_s'] / results[arrival]['rows_per_s']:.2f}× "
+                  "over file order")  # fmt: skip
+    if "optimum-fp32" in results and "optimum-arrival" in results:
+        print(f"length-sorted batching, optimum-fp32: "
+              f"{results['optimum-fp32']['rows_per_s'] / results['optimum-arrival']['rows_per_s']:.2f}× over file order")  # fmt: skip
 
 
 if __name__ == "__main__":
