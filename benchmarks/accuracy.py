@@ -3,6 +3,12 @@
     python -m ipt_edge_export.datasets sst2 ../shared/data/sst2 -o work/sst2      # once per task
     python benchmarks/accuracy.py run --task sst2 --method mlp-deep --seeds 0,1,2 --max-train-rows 8000
     python benchmarks/accuracy.py table                                          # mean ± sd per row
+    python benchmarks/accuracy.py grid --jobs jobs.jsonl --workers 8 --device cuda  # many runs at once
+
+A grid job is one JSON object per line: {"task": ..., "method": ..., "seed": ..., and optionally
+"lr", "prompt_length", "epochs", "max_train_rows", "eval_every", "prefix_from_layer"}. Jobs run
+in worker processes (on one GPU, several small runs at once keep it busy); each finished run is
+appended to --results at once, so a grid stopped midway keeps what it finished.
 
 Methods: probe and finetune (baselines.py), and every generator kind of `ipt-edge train`.
 Test accuracy is measured on held-out rows the method never saw (for SST-2: unseen full sentences);
@@ -41,6 +47,7 @@ def run_one(task: str, method: str, seed: int, args: argparse.Namespace) -> dict
     variant = f"-p{args.prompt_length}" if args.prompt_length != 16 else ""
     variant += f"-lr{args.lr:g}" if args.lr else ""
     variant += f"-from-{args.init_generator.name}" if args.init_generator else ""
+    variant += f"-k{args.prefix_from_layer}" if args.prefix_from_layer else ""
     options = TrainOptions(
         train_file=folder / "train.tsv", dev_file=folder / "dev.tsv",
         out_dir=Path(args.work) / f"{task}-{method}{variant}-{seed}", text_column=spec["text_column"],
@@ -49,6 +56,7 @@ def run_one(task: str, method: str, seed: int, args: argparse.Namespace) -> dict
         prompt_length=args.prompt_length, epochs=args.epochs, seed=seed,
         max_train_rows=args.max_train_rows, eval_every=args.eval_every, threads=args.threads,
         lr=args.lr or DEFAULT_LR.get(method, 5e-3), init_generator=args.init_generator,
+        device=args.device, **({"prefix_from_layer": args.prefix_from_layer} if args.prefix_from_layer else {}),
     )  # fmt: skip
     started = time.perf_counter()
     if method in BASELINES:
@@ -56,6 +64,7 @@ def run_one(task: str, method: str, seed: int, args: argparse.Namespace) -> dict
     else:
         record = train(options, progress=lambda message: None)
         model, backbone = model_from_checkpoint(read_checkpoint(options.out_dir))
+        model.to(options.device)
         encoder = TextEncoder(backbone.tokenizer_path, model.config.max_length)
         report = {
             "tuned_parameters": model.tuned_parameter_count(),
@@ -68,7 +77,8 @@ def run_one(task: str, method: str, seed: int, args: argparse.Namespace) -> dict
         report.update(accuracies(model, encoder, tests, options, model.config.label_values))
     report.update(task=task, method=method, seed=seed, epochs=args.epochs, lr=options.lr,
                   prompt_length=args.prompt_length, max_train_rows=args.max_train_rows,
-                  init_generator=str(args.init_generator or ""), threads=args.threads,
+                  init_generator=str(args.init_generator or ""), threads=args.threads, device=args.device,
+                  prefix_from_layer=args.prefix_from_layer,
                   seconds=round(time.perf_counter() - started, 1))  # fmt: skip
     return report
 
@@ -82,6 +92,8 @@ def label(r: dict) -> str:
         extras.append(f"lr {r['lr']:g}")
     if r.get("deep_scale_init") == 0:  # runs before DeepPrompts' scale started at one
         extras.append("old deep design: one scale per layer, from 0")
+    if r.get("prefix_from_layer"):
+        extras.append(f"from layer {r['prefix_from_layer']}")
     if r.get("init_generator") and r["method"] not in BASELINES:
         extras.append(f"generator from {Path(r['init_generator']).name}")
     return r["method"] + (f" ({', '.join(extras)})" if extras else "")
@@ -99,6 +111,8 @@ def table(results_file: Path) -> str:
     rows: dict[tuple, list[dict]] = {}
     for line in results_file.read_text().splitlines():
         r = json.loads(line)
+        if "error" in r:  # a grid run that failed: reported where it ran, not a result
+            continue
         rows.setdefault((r["task"], label(r), r["train_rows"], r["epochs"]), []).append(r)
 
     def order(item):  # by task, then training budget, then best first
@@ -136,11 +150,37 @@ def table(results_file: Path) -> str:
     return "\n".join(out)
 
 
+def _grid_job(job: dict, args: argparse.Namespace) -> dict:
+    run_args = argparse.Namespace(
+        **{**vars(args), **{k: v for k, v in job.items() if k not in ("task", "method", "seed")}}
+    )
+    try:
+        return run_one(job["task"], job["method"], job["seed"], run_args)
+    except Exception as error:  # one failed run must not stop the grid; it is reported
+        return {**job, "error": f"{type(error).__name__}: {error}"}
+
+
+def grid(args: argparse.Namespace) -> None:
+    """Run every job of --jobs, --workers at a time; append each finished run to --results."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    jobs = [json.loads(line) for line in args.jobs.read_text().splitlines() if line.strip()]
+    context = multiprocessing.get_context("spawn")  # CUDA cannot be shared by forked processes
+    with ProcessPoolExecutor(args.workers, mp_context=context) as pool:
+        futures = [pool.submit(_grid_job, job, args) for job in jobs]
+        for done, future in enumerate(as_completed(futures), 1):
+            report = future.result()
+            with open(args.results, "a", encoding="utf-8") as file:
+                file.write(json.dumps(report) + "\n")
+            print(f"[{done}/{len(jobs)}] {json.dumps(report)[:300]}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("command", choices=["run", "table"])
+    parser.add_argument("command", choices=["run", "table", "grid"])
     parser.add_argument("--task", choices=sorted(TASKS))
     parser.add_argument("--method", help="probe, finetune, or a generator kind (e.g. mlp-deep)")
     parser.add_argument("--seeds", default="0")
@@ -151,11 +191,18 @@ def main() -> None:
     parser.add_argument("--lr", type=float, help="default: 1e-3 probe, 3e-5 finetune, 5e-3 generators")
     parser.add_argument("--init-generator", type=Path, help="a checkpoint whose generator starts training")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument("--prefix-from-layer", type=int, default=0, help="prefix kinds: first prompted layer")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (training and evaluation)")
+    parser.add_argument("--jobs", type=Path, help="grid: a JSONL file of runs")
+    parser.add_argument("--workers", type=int, default=1, help="grid: runs at once")
     parser.add_argument("--work", default="work/accuracy")
     parser.add_argument("--results", type=Path, default=Path("docs/accuracy-results.jsonl"))
     args = parser.parse_args()
     if args.command == "table":
         print(table(args.results))
+        return
+    if args.command == "grid":
+        grid(args)
         return
     for seed in (int(s) for s in args.seeds.split(",")):
         report = run_one(args.task, args.method, seed, args)
