@@ -5,6 +5,7 @@
       tokenizer.json                 shared
       embed.onnx                     shared: input_ids [B,T] -> token_embeds [B,T,H]
       encoder.onnx                   shared: token_embeds, masks, prompts -> hidden [B,P+T,H]
+      encoder_prefix.onnx            shared, once a prefix task is added: ..., prefix keys/values -> [B,T,H]
       tasks/<name>/generator.onnx    per task: input_ids, token_embeds, attention_mask -> prompts
       tasks/<name>/head.safetensors  per task: weight [C,H], bias [C]
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -28,7 +29,6 @@ FORMAT = "ipt-edge-bundle"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-GENERATOR_INPUTS = ("input_ids", "token_embeds", "attention_mask")
 MAX_MANIFEST_BYTES = 1 << 20
 
 
@@ -59,12 +59,12 @@ class BackboneInfo:
 class TaskInfo:
     generator: str  # static | lookup | mlp | ...
     prompt_length: int  # P
-    deep: bool  # generator also outputs layer_prompts [B, L, P, H]
+    deep: bool  # prompts reach every layer: layer_prompts [B, L, P, H], or a prefix kind
     pooling: str  # mean | cls, over the real tokens
     labels: list[str]  # display names, in logit order
     label_values: list[str]  # the same labels as written in the training data (e.g. "0", "1")
     text_pair: bool
-    max_length: int  # token budget of the text (the prompt's positions come on top)
+    max_length: int  # token budget of the text (a prepend kind's prompt positions come on top)
     tuned_parameters: int
     parity_max_abs_diff: float  # PyTorch vs ONNX Runtime logits, measured at export
     generator_file: str
@@ -72,6 +72,8 @@ class TaskInfo:
     int8: (
         dict  # {} or the int8 encoder's accuracy on a labelled file: fp32_accuracy, int8_accuracy, rows, file
     )
+    # Fields with a default are optional on read (bundles written before them lack them).
+    prefix_from_layer: int = 0  # prefix kinds: layers below this one get no prefix
 
 
 @dataclass
@@ -79,9 +81,13 @@ class Manifest:
     backbone: BackboneInfo
     tokenizer_file: str = "tokenizer.json"
     embed_file: str = "embed.onnx"
-    encoder_file: str = "encoder.onnx"
+    encoder_file: str = "encoder.onnx"  # prepend kinds; "" when no task of the bundle needs it
     encoder_int8_file: str = ""  # "" when the bundle has no int8 encoder
     encoder_fusions: dict = field(default_factory=dict)  # ONNX Runtime fusions applied at export
+    # Optional on read (bundles of the first version lack them): the prefix kinds' encoder, "" until
+    # a prefix task is added, and its fusions.
+    encoder_prefix_file: str = ""
+    encoder_prefix_fusions: dict = field(default_factory=dict)
     tasks: dict[str, TaskInfo] = field(default_factory=dict)
     files: dict[str, FileRecord] = field(default_factory=dict)
     format: str = FORMAT
@@ -93,8 +99,8 @@ class Manifest:
         return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
     def shared_files(self) -> list[str]:
-        files = [self.tokenizer_file, self.embed_file, self.encoder_file]
-        return [*files, self.encoder_int8_file] if self.encoder_int8_file else files
+        files = [self.tokenizer_file, self.embed_file, self.encoder_file, self.encoder_int8_file]
+        return [f for f in [*files, self.encoder_prefix_file] if f]
 
     def task(self, name: str | None) -> tuple[str, TaskInfo]:
         """The task called `name`; with None, the only task (an error if there are several)."""
@@ -133,7 +139,10 @@ def _fields(cls: type, data: Any, where: str) -> Any:
     if not isinstance(data, dict):
         raise BundleError(f"{MANIFEST}: {where.rstrip('.')} should be an object")
     values = {}
+    defaults = {f.name for f in fields(cls) if f.default is not MISSING or f.default_factory is not MISSING}
     for name, annotation in cls.__annotations__.items():
+        if name in defaults and name not in data:
+            continue  # an optional field, absent from an older bundle
         kind = {"str": str, "int": int, "bool": bool, "float": float, "list[str]": list, "dict": dict}[
             annotation
         ]
@@ -188,6 +197,15 @@ def parse_manifest(text: str) -> Manifest:
     for key in ("tokenizer_file", "embed_file", "encoder_file", "encoder_int8_file"):
         setattr(manifest, key, _field(data, key, str, ""))
     manifest.encoder_fusions = _field(data, "encoder_fusions", dict, "")
+    for key, kind in (("encoder_prefix_file", str), ("encoder_prefix_fusions", dict)):
+        if key in data:  # optional: absent from bundles without prefix tasks written before them
+            setattr(manifest, key, _field(data, key, kind, ""))
+    for name, info in tasks.items():
+        if info.prefix_from_layer < 0 or info.prefix_from_layer >= backbone.num_layers:
+            raise BundleError(
+                f"{MANIFEST}: task {name!r}: prefix_from_layer {info.prefix_from_layer} is not a layer "
+                f"(0..{backbone.num_layers - 1})"
+            )
     listed = manifest.shared_files() + [f for t in tasks.values() for f in (t.generator_file, t.head_file)]
     for path in listed:
         check_relative_path(path, "a graph")
