@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from ipt_edge.atomic import share_files, temp_dir_beside
 from ipt_edge.bundle import sha256_file
-from ipt_edge_export.model import IPTConfig, IPTModel
+from ipt_edge_export.model import IPTConfig, IPTModel, is_prefix
 
 DEFAULT_BACKBONE = "all-MiniLM-L6-v2"
 CHECKPOINT_FORMAT = "ipt-edge-checkpoint"
@@ -92,8 +92,10 @@ def load_backbone(name_or_path: str = DEFAULT_BACKBONE) -> Backbone:
 
 
 def text_budget(backbone_identity: dict, config: IPTConfig, position_offset: int) -> int:
-    """Tokens left for the text once the prompt has its positions (RoBERTa: after padding_idx)."""
-    room = backbone_identity["max_positions"] - position_offset - config.prompt_length
+    """Tokens left for the text once the prompt has its positions (RoBERTa: after padding_idx).
+    Prefix kinds take no positions: the text may use all of them."""
+    prompt = 0 if is_prefix(config.generator) else config.prompt_length
+    room = backbone_identity["max_positions"] - position_offset - prompt
     return min(config.max_length, room)
 
 

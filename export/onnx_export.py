@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from ipt_edge import graphs
 from ipt_edge.atomic import share_files, temp_dir_beside
 from ipt_edge.bundle import (
     MANIFEST,
@@ -36,7 +37,7 @@ from ipt_edge.classifier import Classifier
 from ipt_edge.tables import TableError, read_labelled
 from ipt_edge.tokenization import TextEncoder
 from ipt_edge_export.checkpoint import Backbone, model_from_checkpoint, read_checkpoint
-from ipt_edge_export.model import IPTModel, position_offset
+from ipt_edge_export.model import IPTModel, PrefixEncoder, PromptedEncoder, position_offset
 
 OPSET = 17
 
@@ -62,6 +63,11 @@ class GeneratorGraph(nn.Module):
     def forward(self, input_ids, token_embeds, attention_mask):
         prompt_embeds, layer_prompts = self.generator(input_ids, token_embeds, attention_mask)
         return prompt_embeds if layer_prompts is None else (prompt_embeds, layer_prompts)
+
+
+def dynamic_axes(specs, dynamic: set[str]) -> dict:
+    """torch.onnx's dynamic_axes for the contract's tensors: the dims named in `dynamic` stay free."""
+    return {t.name: {i: dim for i, dim in enumerate(t.dims) if dim in dynamic} for t in specs}
 
 
 def _export(
@@ -92,7 +98,9 @@ def example_batch(model: IPTModel, tokenizer_path: Path, samples: list) -> tuple
 def optimize_encoder(path: Path, hf_config) -> dict[str, int]:
     """Fuse attention, GELU and layer norms with ONNX Runtime's transformer optimizer, in place.
 
-    Done once here, so loading a bundle does not redo it; returns the fused operator counts."""
+    Done once here, so loading a bundle does not redo it; returns the fused operator counts. The
+    prefix graph's attention does not fuse (its keys/values pass through a Concat, which the BERT
+    optimizer does not match); its layer norms and GELUs do, and the counts say which."""
     from onnxruntime.transformers import optimizer
 
     fused = optimizer.optimize_model(
@@ -119,39 +127,58 @@ def quantize_encoder(source: Path, target: Path) -> None:
     )  # fmt: skip
 
 
-def export_backbone(backbone: Backbone, folder: Path, optimize: bool = True) -> dict[str, int]:
-    """embed.onnx, encoder.onnx and tokenizer.json: the frozen weights, once per bundle."""
+def export_shared(backbone: Backbone, folder: Path) -> None:
+    """embed.onnx and tokenizer.json: every bundle has them."""
     model = backbone.model
-    hidden, layers = model.config.hidden_size, model.config.num_hidden_layers
-    batch, length, prompt = 2, 9, 3  # no axis of length 1 in the example
-    ids = torch.randint(5, model.config.vocab_size, (batch, length))
-    _export(EmbedGraph(model.embeddings.word_embeddings), (ids,), folder / "embed.onnx",
-            ["input_ids"], ["token_embeds"],
-            {"input_ids": {0: "batch", 1: "tokens"}, "token_embeds": {0: "batch", 1: "tokens"}})  # fmt: skip
-    from ipt_edge_export.model import PromptedEncoder
+    ids = torch.randint(5, model.config.vocab_size, (2, 9))  # no axis of length 1 in the example
+    spec = graphs.EMBED
+    _export(EmbedGraph(model.embeddings.word_embeddings), (ids,), folder / "embed.onnx", spec.input_names,
+            spec.output_names, dynamic_axes(spec.inputs + spec.outputs, {"batch", "tokens"}))  # fmt: skip
+    shutil.copyfile(backbone.tokenizer_path, folder / "tokenizer.json")
 
-    args = (
+
+def export_encoder(backbone: Backbone, path: Path, kind: str, optimize: bool = True) -> dict[str, int]:
+    """The shared encoder graph of a prompt kind (graphs.ENCODERS): the frozen layers, once per
+    bundle. Returns the fused operator counts (empty without `optimize`)."""
+    model = backbone.model
+    config = model.config
+    hidden, layers, heads = config.hidden_size, config.num_hidden_layers, config.num_attention_heads
+    batch, length, prompt = 2, 9, 3  # no axis of length 1 in the example
+    tokens = (
         torch.randn(batch, length, hidden),  # token_embeds [B, T, H]
         torch.ones(batch, length, dtype=torch.int64),  # attention_mask [B, T]
         torch.zeros(batch, length, dtype=torch.int64),  # token_type_ids [B, T]
-        torch.randn(batch, prompt, hidden),  # prompt_embeds [B, P, H]
-        torch.zeros(batch, layers, prompt, hidden),  # layer_prompts [B or 1, L, P, H]
     )
-    _export(
-        PromptedEncoder(model).eval(), args, folder / "encoder.onnx",
-        ["token_embeds", "attention_mask", "token_type_ids", "prompt_embeds", "layer_prompts"],
-        ["hidden"],
-        {
-            "token_embeds": {0: "batch", 1: "tokens"},
-            "attention_mask": {0: "batch", 1: "tokens"},
-            "token_type_ids": {0: "batch", 1: "tokens"},
-            "prompt_embeds": {0: "batch", 1: "prompts"},
-            "layer_prompts": {0: "prompt_batch", 2: "prompts"},
-            "hidden": {0: "batch", 1: "sequence"},
-        },
-    )  # fmt: skip
-    shutil.copyfile(backbone.tokenizer_path, folder / "tokenizer.json")
-    return optimize_encoder(folder / "encoder.onnx", model.config) if optimize else {}
+    if kind == graphs.PREFIX:
+        module: nn.Module = PrefixEncoder(model)
+        prefix = (batch, layers, heads, prompt, hidden // heads)
+        mask = torch.ones(batch, layers, prompt, dtype=torch.int64)
+        mask[:, 0] = 0  # some layers without a prefix, as a task with prefix_from_layer > 0 gives
+        args = (*tokens, torch.randn(prefix), torch.randn(prefix), mask)
+    else:
+        module = PromptedEncoder(model)
+        args = (
+            *tokens,
+            torch.randn(batch, prompt, hidden),  # prompt_embeds [B, P, H]
+            torch.zeros(batch, layers, prompt, hidden),  # layer_prompts [B or 1, L, P, H]
+        )
+    spec = graphs.ENCODERS[kind]
+    dynamic = {"batch", "tokens", "prompts", "prompt_batch", "sequence"}
+    axes = dynamic_axes(spec.inputs + spec.outputs, dynamic)
+    _export(module.eval(), args, path, spec.input_names, spec.output_names, axes)
+    return optimize_encoder(path, config) if optimize else {}
+
+
+def add_encoder(manifest: Manifest, root: Path, backbone: Backbone, kind: str, optimize: bool) -> str:
+    """Write the encoder graph of `kind` into the bundle folder `root` and name it in the manifest."""
+    file = graphs.ENCODER_FILES[kind]
+    fusions = export_encoder(backbone, root / file, kind, optimize)
+    if kind == graphs.PREFIX:
+        manifest.encoder_prefix_file, manifest.encoder_prefix_fusions = file, fusions
+    else:
+        manifest.encoder_file, manifest.encoder_fusions = file, fusions
+    manifest.files[file] = file_record(root / file)
+    return file
 
 
 def export_task(model: IPTModel, tokenizer_path: Path, samples: list, folder: Path) -> bool:
@@ -160,15 +187,10 @@ def export_task(model: IPTModel, tokenizer_path: Path, samples: list, folder: Pa
     ids, mask, _ = example_batch(model, tokenizer_path, samples[:2])
     token_embeds = model.word_embeddings(ids).detach()
     deep = model.generator(ids, token_embeds, mask)[1] is not None
-    outputs = ["prompt_embeds", "layer_prompts"] if deep else ["prompt_embeds"]
-    axes = {
-        "input_ids": {0: "batch", 1: "tokens"},
-        "token_embeds": {0: "batch", 1: "tokens"},
-        "attention_mask": {0: "batch", 1: "tokens"},
-        **{name: {0: "batch"} for name in outputs},
-    }
+    spec = graphs.generator_spec(model.config.generator, deep)
+    axes = {**dynamic_axes(spec.inputs, {"batch", "tokens"}), **dynamic_axes(spec.outputs, {"batch"})}
     _export(GeneratorGraph(model).eval(), (ids, token_embeds, mask), folder / "generator.onnx",
-            ["input_ids", "token_embeds", "attention_mask"], outputs, axes)  # fmt: skip
+            spec.input_names, spec.output_names, axes)  # fmt: skip
     head = {"weight": model.head.weight.detach().contiguous(), "bias": model.head.bias.detach().contiguous()}
     save_file(head, folder / "head.safetensors")
     return deep
@@ -176,10 +198,11 @@ def export_task(model: IPTModel, tokenizer_path: Path, samples: list, folder: Pa
 
 @torch.inference_mode()
 def parity(model: IPTModel, classifier: Classifier, tokenizer_path: Path, samples: list) -> float:
-    """Max |logit difference| between PyTorch (one padded batch) and the runtime (its own batching)."""
+    """Max |logit difference| between PyTorch (one padded batch) and the runtime (its own batching:
+    batches of 3 and a last one of what is left, none the size the graphs were traced with, 2)."""
     expected = model(*example_batch(model, tokenizer_path, samples)).numpy()
     texts = [tuple(s) if isinstance(s, list) else s for s in samples]
-    actual = classifier.logits(texts, batch_size=4)
+    actual = classifier.logits(texts, batch_size=3)
     return float(np.abs(expected - actual).max())
 
 
@@ -209,7 +232,7 @@ def task_info(model: IPTModel, folder: str, deep: bool, parity_diff: float) -> T
         label_values=list(config.label_values or config.labels), text_pair=config.text_pair,
         max_length=config.max_length, tuned_parameters=model.tuned_parameter_count(),
         parity_max_abs_diff=parity_diff, generator_file=f"{folder}/generator.onnx",
-        head_file=f"{folder}/head.safetensors", int8={},
+        head_file=f"{folder}/head.safetensors", int8={}, prefix_from_layer=config.prefix_from_layer,
     )  # fmt: skip
 
 
@@ -289,17 +312,25 @@ def export_checkpoint(
         raise ExportError(
             f"{checkpoint_dir}: the checkpoint holds {len(samples)} sample inputs; parity needs 2+"
         )
+    kind = graphs.prompt_kind(model.config.generator)
+    if int8 and kind == graphs.PREFIX:
+        raise ExportError(f"--quantize int8 is not available for prefix tasks ({model.config.generator}) yet")
     bundle_dir = Path(bundle_dir)
     if bundle_dir.is_dir() and any(bundle_dir.iterdir()):
-        return _add_task(model, source, samples, bundle_dir, name, replace_task, tolerance, int8, log)
+        return _add_task(
+            model, source, samples, bundle_dir, name, replace_task, tolerance, int8, optimize, log
+        )
 
     log(f"exporting the backbone {source.identity['name']} and task {name!r} into a new bundle {bundle_dir}")
     stage = temp_dir_beside(bundle_dir)
     try:
-        manifest = Manifest(backbone=backbone_info(source))
-        manifest.encoder_fusions = export_backbone(source, stage, optimize)
-        if manifest.encoder_fusions:
-            log(f"fused the encoder: {manifest.encoder_fusions}")
+        # Only the encoder graph this task's prompt kind needs; a task of the other kind adds its own.
+        manifest = Manifest(backbone=backbone_info(source), encoder_file="")
+        export_shared(source, stage)
+        add_encoder(manifest, stage, source, kind, optimize)
+        fusions = manifest.encoder_prefix_fusions if kind == graphs.PREFIX else manifest.encoder_fusions
+        if fusions:
+            log(f"fused the encoder: {fusions}")
         if int8:
             quantize_encoder(stage / manifest.encoder_file, stage / "encoder.int8.onnx")
             manifest.encoder_int8_file = "encoder.int8.onnx"
@@ -336,7 +367,16 @@ def _check_parity(
 
 
 def _add_task(
-    model, source: Backbone, samples, bundle_dir: Path, name: str, replace_task, tolerance, int8, log
+    model,
+    source: Backbone,
+    samples,
+    bundle_dir: Path,
+    name: str,
+    replace_task,
+    tolerance,
+    int8,
+    optimize,
+    log,
 ):
     if not (bundle_dir / MANIFEST).is_file():
         raise ExportError(f"{bundle_dir} exists, is not empty and has no {MANIFEST}: not a bundle to add to")
@@ -350,15 +390,22 @@ def _add_task(
         raise ExportError(
             f"{bundle_dir} already has a task {name!r}; pass --replace to replace it, or --task NAME"
         )
-    log(f"adding task {name!r} to {bundle_dir} (the backbone graphs are reused)")
+    kind = graphs.prompt_kind(model.config.generator)
+    new_encoder = None if graphs.encoder_file(manifest, kind) else bundle_dir / graphs.ENCODER_FILES[kind]
+    reused = "the backbone graphs are reused" if new_encoder is None else f"adding {new_encoder.name}"
+    log(f"adding task {name!r} to {bundle_dir} ({reused})")
     final = bundle_dir / "tasks" / name
     stage = temp_dir_beside(final)
     old = None
     new_int8 = bundle_dir / "encoder.int8.onnx" if int8 and not manifest.encoder_int8_file else None
     try:
         updated = replace(manifest, tasks=dict(manifest.tasks), files=dict(manifest.files))
+        if (
+            new_encoder
+        ):  # the first task of its prompt kind: a new shared file, named by the manifest at the end
+            add_encoder(updated, bundle_dir, source, kind, optimize)
         if new_int8:  # a new shared file, named by the manifest only at the end
-            quantize_encoder(verified_path(bundle_dir, manifest, manifest.encoder_file), new_int8)
+            quantize_encoder(verified_path(bundle_dir, updated, updated.encoder_file), new_int8)
             updated.encoder_int8_file = "encoder.int8.onnx"
             updated.files["encoder.int8.onnx"] = file_record(bundle_dir / "encoder.int8.onnx")
         deep = export_task(model, source.tokenizer_path, samples, stage)
@@ -382,8 +429,9 @@ def _add_task(
         write_manifest(bundle_dir, updated)
     except BaseException:  # the manifest was not replaced: put back what it names
         shutil.rmtree(stage, ignore_errors=True)
-        if new_int8:
-            new_int8.unlink(missing_ok=True)
+        for new_file in (new_int8, new_encoder):
+            if new_file:
+                new_file.unlink(missing_ok=True)
         if old is not None:
             shutil.rmtree(final, ignore_errors=True)
             os.replace(old / name, final)

@@ -57,6 +57,8 @@ class TrainOptions:
     eval_every: int | None = None  # steps between dev evaluations (default: once per epoch)
     threads: int | None = None
     init_generator: Path | None = None  # a checkpoint whose generator (same kind and P) starts this one
+    prefix_from_layer: int = 0  # prefix kinds: the first layer given a prefix
+    device: str = "cpu"  # cpu | cuda | auto (cuda where torch sees one); checkpoints are saved on CPU
 
 
 @dataclass
@@ -115,13 +117,25 @@ def batches(order: Sequence[int], size: int) -> list[list[int]]:
     return [list(order[i : i + size]) for i in range(0, len(order), size)]
 
 
-def to_tensors(encoder: TextEncoder, texts: Sequence[Text]) -> tuple[torch.Tensor, ...]:
+def resolve_device(name: str) -> torch.device:
+    """'cpu', 'cuda' (an error where torch sees no GPU) or 'auto' (cuda if available)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise ValueError(f"device must be cpu, cuda or auto; got {name!r}")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r}: this torch ({torch.__version__}) sees no CUDA GPU")
+    return torch.device(name)
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def to_tensors(encoder: TextEncoder, texts: Sequence[Text], device=None) -> tuple[torch.Tensor, ...]:
     batch = encoder.encode(texts)
-    return (
-        torch.from_numpy(batch.input_ids),
-        torch.from_numpy(batch.attention_mask),
-        torch.from_numpy(batch.token_type_ids),
-    )
+    arrays = (batch.input_ids, batch.attention_mask, batch.token_type_ids)
+    return tuple(torch.from_numpy(a).to(device) for a in arrays)
 
 
 @torch.inference_mode()
@@ -129,10 +143,11 @@ def evaluate(model: IPTModel, encoder: TextEncoder, examples: Examples, batch_si
     """Accuracy; rows are sorted by length so padding stays small."""
     was_training = model.training
     model.eval()
+    device = model_device(model)
     order = sorted(range(len(examples.texts)), key=lambda i: len(str(examples.texts[i])))
     correct = 0
     for rows in batches(order, batch_size):
-        logits = model(*to_tensors(encoder, [examples.texts[i] for i in rows]))
+        logits = model(*to_tensors(encoder, [examples.texts[i] for i in rows], device))
         predicted = logits.argmax(-1).tolist()
         correct += sum(int(p == examples.labels[i]) for p, i in zip(predicted, rows, strict=True))
     model.train(was_training)
@@ -197,6 +212,7 @@ def fit(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     trainable = [p for p in model.parameters() if p.requires_grad]
+    device = model_device(model)
     optimizer = torch.optim.AdamW(trainable, lr=options.lr, weight_decay=options.weight_decay)
     steps_per_epoch = math.ceil(len(train_set.texts) / options.batch_size)
     total_steps = max(1, round(options.epochs * steps_per_epoch))
@@ -225,8 +241,8 @@ def fit(
             for rows in batches(order, options.batch_size):
                 if step >= total_steps:
                     break
-                inputs = to_tensors(encoder, [train_set.texts[i] for i in rows])
-                target = torch.tensor([train_set.labels[i] for i in rows])
+                inputs = to_tensors(encoder, [train_set.texts[i] for i in rows], device)
+                target = torch.tensor([train_set.labels[i] for i in rows], device=device)
                 loss = F.cross_entropy(model(*inputs), target)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -277,6 +293,7 @@ def train(options: TrainOptions, progress: Callable[[str], None] = print) -> dic
         torch.set_num_threads(options.threads)
     torch.manual_seed(options.seed)
     check_out_dir(options.out_dir, options.replace)  # before hours of training, not after
+    device = resolve_device(options.device)
     train_set, dev_set, raw_labels, label_names = load_task_data(options, progress)
     backbone = load_backbone(options.backbone)
     config = IPTConfig(
@@ -287,22 +304,25 @@ def train(options: TrainOptions, progress: Callable[[str], None] = print) -> dic
         label_values=raw_labels,
         text_pair=options.text_pair_column is not None,
         max_length=options.max_length,
+        prefix_from_layer=options.prefix_from_layer,
     )
     config.max_length = text_budget(backbone.identity, config, position_offset(backbone.model.config))
     model = IPTModel(backbone.model, config, seed=options.seed)
     if options.init_generator:
         start_from_pretrained_generator(model, options.init_generator, backbone.identity["sha256"])
         progress(f"generator initialised from {options.init_generator}")
+    model.to(device)
     encoder = TextEncoder(backbone.tokenizer_path, config.max_length)
     tuned = model.tuned_parameter_count()
     share = tuned / backbone.identity["parameters"]
     progress(
         f"{options.generator}: {tuned:,} tuned parameters = {share:.2%} of the backbone "
-        f"({backbone.identity['parameters']:,}); {len(train_set.texts):,} training rows"
+        f"({backbone.identity['parameters']:,}); {len(train_set.texts):,} training rows on {device}"
     )
     result = fit(model, encoder, train_set, dev_set, options, snapshot=model.tuned_state)
     if result.best_state is not None:
         model.load_state_dict(result.best_state, strict=False)
+    model.to("cpu")  # checkpoints hold CPU tensors
     record = {
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
         "steps": result.steps,

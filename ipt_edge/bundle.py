@@ -5,6 +5,7 @@
       tokenizer.json                 shared
       embed.onnx                     shared: input_ids [B,T] -> token_embeds [B,T,H]
       encoder.onnx                   shared: token_embeds, masks, prompts -> hidden [B,P+T,H]
+      encoder_prefix.onnx            shared, once a prefix task is added: ..., prefix keys/values -> [B,T,H]
       tasks/<name>/generator.onnx    per task: input_ids, token_embeds, attention_mask -> prompts
       tasks/<name>/head.safetensors  per task: weight [C,H], bias [C]
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -28,8 +29,10 @@ FORMAT = "ipt-edge-bundle"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-GENERATOR_INPUTS = ("input_ids", "token_embeds", "attention_mask")
 MAX_MANIFEST_BYTES = 1 << 20
+# Generators whose prompts are per-layer attention keys/values (ipt_edge/graphs.py: PREFIX); they
+# take no positions, unlike the prepend kinds' prompts.
+PREFIX_GENERATORS = ("prefix", "mlp-prefix", "attn-prefix")
 # Upper bounds on the manifest's numbers: far above any real model, low enough that a hostile or
 # damaged manifest cannot make the runtime allocate absurd arrays (MemoryError) or overflow.
 LIMITS = {
@@ -67,12 +70,12 @@ class BackboneInfo:
 class TaskInfo:
     generator: str  # static | lookup | mlp | ...
     prompt_length: int  # P
-    deep: bool  # generator also outputs layer_prompts [B, L, P, H]
+    deep: bool  # prompts reach every layer: layer_prompts [B, L, P, H], or a prefix kind
     pooling: str  # mean | cls, over the real tokens
     labels: list[str]  # display names, in logit order
     label_values: list[str]  # the same labels as written in the training data (e.g. "0", "1")
     text_pair: bool
-    max_length: int  # token budget of the text (the prompt's positions come on top)
+    max_length: int  # token budget of the text (a prepend kind's prompt positions come on top)
     tuned_parameters: int
     parity_max_abs_diff: float  # PyTorch vs ONNX Runtime logits, measured at export
     generator_file: str
@@ -80,6 +83,13 @@ class TaskInfo:
     int8: (
         dict  # {} or the int8 encoder's accuracy on a labelled file: fp32_accuracy, int8_accuracy, rows, file
     )
+    # Fields with a default are optional on read (bundles written before them lack them).
+    prefix_from_layer: int = 0  # prefix kinds: layers below this one get no prefix
+
+    @property
+    def positions(self) -> int:
+        """Positions a text of max_length tokens takes: prepend kinds' prompts come on top."""
+        return self.max_length + (0 if self.generator in PREFIX_GENERATORS else self.prompt_length)
 
 
 @dataclass
@@ -87,9 +97,13 @@ class Manifest:
     backbone: BackboneInfo
     tokenizer_file: str = "tokenizer.json"
     embed_file: str = "embed.onnx"
-    encoder_file: str = "encoder.onnx"
+    encoder_file: str = "encoder.onnx"  # prepend kinds; "" when no task of the bundle needs it
     encoder_int8_file: str = ""  # "" when the bundle has no int8 encoder
     encoder_fusions: dict = field(default_factory=dict)  # ONNX Runtime fusions applied at export
+    # Optional on read (bundles of the first version lack them): the prefix kinds' encoder, "" until
+    # a prefix task is added, and its fusions.
+    encoder_prefix_file: str = ""
+    encoder_prefix_fusions: dict = field(default_factory=dict)
     tasks: dict[str, TaskInfo] = field(default_factory=dict)
     files: dict[str, FileRecord] = field(default_factory=dict)
     format: str = FORMAT
@@ -101,8 +115,8 @@ class Manifest:
         return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
     def shared_files(self) -> list[str]:
-        files = [self.tokenizer_file, self.embed_file, self.encoder_file]
-        return [*files, self.encoder_int8_file] if self.encoder_int8_file else files
+        files = [self.tokenizer_file, self.embed_file, self.encoder_file, self.encoder_int8_file]
+        return [f for f in [*files, self.encoder_prefix_file] if f]
 
     def task(self, name: str | None) -> tuple[str, TaskInfo]:
         """The task called `name`; with None, the only task (an error if there are several)."""
@@ -141,11 +155,15 @@ def _field(data: dict, key: str, kind: type | tuple[type, ...], where: str) -> A
     return value
 
 
-def _fields_of(kinds: dict[str, Any], data: Any, where: str) -> dict[str, Any]:
+def _fields_of(
+    kinds: dict[str, Any], data: Any, where: str, optional: frozenset[str] = frozenset()
+) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BundleError(f"{MANIFEST}: {where.rstrip('.')} should be an object")
     values = {}
     for name, kind in kinds.items():
+        if name in optional and name not in data:
+            continue  # an optional field, absent from an older bundle
         values[name] = _field(data, name, list if kind == "list[str]" else kind, where)
         if kind == "list[str]" and not all(isinstance(v, str) for v in values[name]):
             raise BundleError(f"{MANIFEST}: field {where}{name} should be a list of strings")
@@ -154,7 +172,11 @@ def _fields_of(kinds: dict[str, Any], data: Any, where: str) -> dict[str, Any]:
 
 def _fields(cls: type, data: Any, where: str) -> Any:
     types = {"str": str, "int": int, "bool": bool, "float": float, "list[str]": "list[str]", "dict": dict}
-    return cls(**_fields_of({n: types[a] for n, a in cls.__annotations__.items()}, data, where))
+    optional = frozenset(
+        f.name for f in fields(cls) if f.default is not MISSING or f.default_factory is not MISSING
+    )
+    kinds = {n: types[a] for n, a in cls.__annotations__.items()}
+    return cls(**_fields_of(kinds, data, where, optional))
 
 
 def check_relative_path(path: str, where: str) -> str:
@@ -202,12 +224,12 @@ def parse_manifest(text: str) -> Manifest:
             raise BundleError(f"{MANIFEST}: task {name!r} needs 2+ labels, one value per label, and a prompt")
         if info.max_length < 1:
             raise BundleError(f"{MANIFEST}: task {name!r} needs max_length >= 1")
-        needed = info.max_length + info.prompt_length + backbone.position_offset
+        needed = info.positions + backbone.position_offset
         if needed > backbone.max_positions:
             raise BundleError(
-                f"{MANIFEST}: task {name!r} needs {needed} positions (max_length {info.max_length} + "
-                f"prompt_length {info.prompt_length} + offset {backbone.position_offset}), but the backbone "
-                f"has {backbone.max_positions}"
+                f"{MANIFEST}: task {name!r} needs {needed} positions (max_length {info.max_length}, "
+                f"{info.positions - info.max_length} prompt positions, offset {backbone.position_offset}), "
+                f"but the backbone has {backbone.max_positions}"
             )
         if info.int8:
             _fields_of(INT8_FIELDS, info.int8, f"tasks.{name}.int8.")
@@ -217,6 +239,15 @@ def parse_manifest(text: str) -> Manifest:
     for key in ("tokenizer_file", "embed_file", "encoder_file", "encoder_int8_file"):
         setattr(manifest, key, _field(data, key, str, ""))
     manifest.encoder_fusions = _field(data, "encoder_fusions", dict, "")
+    for key, kind in (("encoder_prefix_file", str), ("encoder_prefix_fusions", dict)):
+        if key in data:  # optional: absent from bundles without prefix tasks written before them
+            setattr(manifest, key, _field(data, key, kind, ""))
+    for name, info in tasks.items():
+        if info.prefix_from_layer < 0 or info.prefix_from_layer >= backbone.num_layers:
+            raise BundleError(
+                f"{MANIFEST}: task {name!r}: prefix_from_layer {info.prefix_from_layer} is not a layer "
+                f"(0..{backbone.num_layers - 1})"
+            )
     listed = manifest.shared_files() + [f for t in tasks.values() for f in (t.generator_file, t.head_file)]
     for path in listed:
         check_relative_path(path, "a graph")

@@ -15,7 +15,8 @@ import numpy as np
 from safetensors.numpy import load as load_safetensors
 from tokenizers import Tokenizer
 
-from ipt_edge.bundle import GENERATOR_INPUTS, BundleError, Manifest, read_manifest, verified_bytes
+from ipt_edge import graphs
+from ipt_edge.bundle import BundleError, Manifest, read_manifest, verified_bytes
 from ipt_edge.sessions import create_session, resolve_providers
 from ipt_edge.tokenization import Text, TextEncoder, TokenBatch
 
@@ -57,6 +58,7 @@ class Classifier:
         self.manifest = manifest
         self.task_name, self.task = manifest.task(task)
         self.labels = list(self.task.labels)
+        self.prompt_kind = graphs.prompt_kind(self.task.generator)  # picks the encoder graph
         self.providers = resolve_providers(providers)
         backbone = manifest.backbone
         # Every file is read once, checked (size, sha256) and used from those same bytes.
@@ -70,16 +72,15 @@ class Classifier:
         session = lambda name, threads: create_session(read(name), name, self.providers, threads)  # noqa: E731
         self.embed = session(manifest.embed_file, 1)
         self.generator = session(self.task.generator_file, 1)
-        self.backbone = session(self._encoder_file(precision), threads)
+        encoder_file = self._encoder_file(precision)
+        self.backbone = session(encoder_file, threads)
+        # The graph contract (ipt_edge/graphs.py): names, ranks and dtypes, checked once here.
+        spec = graphs.generator_spec(self.task.generator, self.task.deep)
+        graphs.check_session(self.generator, spec, self.task.generator_file, subset_inputs=True)
+        graphs.check_session(self.embed, graphs.EMBED, manifest.embed_file)
+        graphs.check_session(self.backbone, graphs.ENCODERS[self.prompt_kind], encoder_file)
         self.generator_inputs = [i.name for i in self.generator.get_inputs()]
-        unknown = set(self.generator_inputs) - set(GENERATOR_INPUTS)
-        if unknown:
-            raise BundleError(f"{self.task.generator_file}: unexpected inputs {sorted(unknown)}")
-        self.generator_outputs = outputs = [o.name for o in self.generator.get_outputs()]
-        if "prompt_embeds" not in outputs or (self.task.deep and "layer_prompts" not in outputs):
-            raise BundleError(
-                f"{self.task.generator_file}: outputs {outputs} do not match a {self.task.generator} task"
-            )
+        self.generator_outputs = [o.name for o in self.generator.get_outputs()]
         head = _head(read(self.task.head_file), self.task.head_file)
         classes, hidden = len(self.labels), backbone.hidden_size
         self.head_weight = head.get("weight")  # [C, H]
@@ -94,16 +95,27 @@ class Classifier:
         # Shallow tasks add nothing per layer: one zero tensor, broadcast over the batch.
         p, h = self.task.prompt_length, backbone.hidden_size
         self.no_layer_prompts = np.zeros((1, backbone.num_layers, p, h), dtype=np.float32)  # [1, L, P, H]
+        # Prefix tasks: which layers attend to their prefix (all from prefix_from_layer on).
+        self.prefix_mask_row = np.ones((1, backbone.num_layers, p), dtype=np.int64)  # [1, L, P]
+        self.prefix_mask_row[:, : self.task.prefix_from_layer] = 0
         self.last_truncated = 0
         # A gold label may be written as its display name or as its value in the training data.
         self.label_index = {v: i for i, v in enumerate(self.task.label_values)}
         self.label_index.update({name: i for i, name in enumerate(self.labels)})
 
     def _encoder_file(self, precision: str) -> str:
-        if precision == "fp32":
-            return self.manifest.encoder_file
-        if precision != "int8":
+        if precision not in ("fp32", "int8"):
             raise ValueError(f"precision must be 'fp32' or 'int8', got {precision!r}")
+        file = graphs.encoder_file(self.manifest, self.prompt_kind)
+        if not file:
+            raise BundleError(
+                f"{self.bundle_dir}: task {self.task_name!r} ({self.task.generator}) needs the "
+                f"{self.prompt_kind} encoder graph, which the manifest does not name"
+            )
+        if precision == "fp32":
+            return file
+        if self.prompt_kind == graphs.PREFIX:
+            raise BundleError(f"task {self.task_name!r}: no int8 encoder for prefix tasks yet; use fp32")
         if not self.manifest.encoder_int8_file:
             raise BundleError(f"{self.bundle_dir} has no int8 encoder; export with --quantize int8")
         if not self.task.int8:
@@ -134,19 +146,21 @@ class Classifier:
         }
         generated = self.generator.run(None, {name: available[name] for name in self.generator_inputs})
         outputs = dict(zip(self.generator_outputs, generated, strict=True))
-        prompt_embeds = outputs["prompt_embeds"]  # [B, P, H]
-        layer_prompts = outputs.get("layer_prompts", self.no_layer_prompts)  # [B or 1, L, P, H]
-        (hidden,) = self.backbone.run(
-            None,
-            {
-                "token_embeds": token_embeds,
-                "attention_mask": batch.attention_mask,
-                "token_type_ids": batch.token_type_ids,
-                "prompt_embeds": prompt_embeds,
-                "layer_prompts": layer_prompts,
-            },
-        )  # [B, P+T, H]
-        tokens = hidden[:, self.task.prompt_length :]  # the real text's states, prompts left out
+        feeds = {
+            "token_embeds": token_embeds,
+            "attention_mask": batch.attention_mask,
+            "token_type_ids": batch.token_type_ids,
+        }
+        if self.prompt_kind == graphs.PREFIX:
+            feeds["prefix_keys"] = outputs["prefix_keys"]  # [B, L, heads, P, head_dim]
+            feeds["prefix_values"] = outputs["prefix_values"]
+            feeds["prefix_mask"] = np.repeat(self.prefix_mask_row, len(token_embeds), axis=0)  # [B, L, P]
+            (tokens,) = self.backbone.run(None, feeds)  # [B, T, H]: no prompt positions
+        else:
+            feeds["prompt_embeds"] = outputs["prompt_embeds"]  # [B, P, H]
+            feeds["layer_prompts"] = outputs.get("layer_prompts", self.no_layer_prompts)  # [B or 1, L, P, H]
+            (hidden,) = self.backbone.run(None, feeds)  # [B, P+T, H]
+            tokens = hidden[:, self.task.prompt_length :]  # the real text's states, prompts left out
         if self.task.pooling == "cls":
             pooled = tokens[:, 0]
         else:

@@ -11,6 +11,7 @@ import pytest
 POSITIVE = ["good", "great", "fine", "lovely", "superb"]
 NEGATIVE = ["bad", "awful", "poor", "dull", "boring"]
 ALL_KINDS = ("static", "static-deep", "lookup", "mlp", "mlp-deep", "lstm", "cnn", "lstm-deep", "cnn-deep")
+PREFIX_KINDS = ("prefix", "mlp-prefix", "attn-prefix")  # tests/test_prefix.py
 FILLER = ["the", "film", "was", "a", "plot", "and", "very", "movie", "story", "is", "it", "so", "cast"]
 
 
@@ -96,12 +97,18 @@ def train_checkpoint(backbone: Path, train: Path, dev: Path | None, out: Path, *
 
 @pytest.fixture(scope="session")
 def checkpoints(tiny_backbone, sentiment_files, tmp_path_factory) -> dict[str, Path]:
-    """One trained checkpoint per generator kind (a few steps each)."""
+    """One trained checkpoint per generator kind (a few steps each), and "mlp-prefix@1": an
+    mlp-prefix task prompting from layer 1 on (of the tiny BERT's 2)."""
     folder = tmp_path_factory.mktemp("checkpoints")
     train, dev = sentiment_files
-    return {
-        kind: train_checkpoint(tiny_backbone, train, dev, folder / kind, generator=kind) for kind in ALL_KINDS
+    made = {
+        kind: train_checkpoint(tiny_backbone, train, dev, folder / kind, generator=kind)
+        for kind in (*ALL_KINDS, *PREFIX_KINDS)
     }
+    made["mlp-prefix@1"] = train_checkpoint(
+        tiny_backbone, train, dev, folder / "mlp-prefix-1", generator="mlp-prefix", prefix_from_layer=1
+    )
+    return made
 
 
 @pytest.fixture(scope="session")

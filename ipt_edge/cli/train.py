@@ -43,7 +43,9 @@ def train(
         str,
         typer.Option(
             help="static | lookup | mlp | lstm | cnn; all but lookup also as <kind>-deep (prompts in every "
-            "layer). mlp-deep measured best; docs/accuracy.md compares them."
+            "layer). mlp-deep measured best; docs/accuracy.md compares them. Prefix kinds give every layer's "
+            "attention P keys/values instead of P positions (faster): prefix (static, P-tuning v2), "
+            "mlp-prefix, attn-prefix (per input)."
         ),
     ] = "mlp-deep",
     prompt_length: Annotated[int, typer.Option(min=1, help="P, prompt vectors per input.")] = 16,
@@ -62,6 +64,12 @@ def train(
         Path | None,
         typer.Option(help="Start from the generator of this checkpoint (pretrained on another corpus)."),
     ] = None,
+    prefix_from_layer: Annotated[
+        int, typer.Option(min=0, help="Prefix kinds: the first layer given a prefix (layers below get none).")
+    ] = 0,
+    device: Annotated[
+        str, typer.Option(help="cpu, cuda (an NVIDIA GPU through PyTorch), or auto (cuda where available).")
+    ] = "cpu",
 ) -> None:
     """Train a task's prompt generator and head on the frozen backbone; saves a checkpoint.
 
@@ -78,7 +86,7 @@ def train(
         backbone=backbone, generator=generator, prompt_length=prompt_length, pooling=pooling,
         max_length=max_length, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
         max_train_rows=max_train_rows, eval_every=eval_every, threads=threads,
-        init_generator=init_generator,
+        init_generator=init_generator, prefix_from_layer=prefix_from_layer, device=device,
     )  # fmt: skip
     try:
         training.train(options, progress=say)
