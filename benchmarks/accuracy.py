@@ -160,12 +160,29 @@ def _grid_job(job: dict, args: argparse.Namespace) -> dict:
         return {**job, "error": f"{type(error).__name__}: {error}"}
 
 
+def best_lrs(sweep: Path) -> dict[str, float]:
+    """Per method, the learning rate with the best mean dev accuracy in a sweep's results (runs at
+    the default P and first layer only): the test sets are never looked at to choose."""
+    dev: dict[str, dict[float, list[float]]] = {}
+    for line in sweep.read_text().splitlines():
+        r = json.loads(line)
+        if "error" in r or r.get("prompt_length", 16) != 16 or r.get("prefix_from_layer"):
+            continue
+        dev.setdefault(r["method"], {}).setdefault(r["lr"], []).append(r["dev_accuracy"])
+    return {m: max(lrs, key=lambda lr: statistics.mean(lrs[lr])) for m, lrs in dev.items()}
+
+
 def grid(args: argparse.Namespace) -> None:
-    """Run every job of --jobs, --workers at a time; append each finished run to --results."""
+    """Run every job of --jobs, --workers at a time; append each finished run to --results.
+    With --lr-from SWEEP, a job without "lr" whose method the sweep tried takes its best dev lr."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     jobs = [json.loads(line) for line in args.jobs.read_text().splitlines() if line.strip()]
+    if args.lr_from:
+        chosen = best_lrs(args.lr_from)
+        print(f"learning rates chosen on dev: {chosen}", flush=True)
+        jobs = [{"lr": chosen[j["method"]], **j} if j["method"] in chosen else j for j in jobs]
     context = multiprocessing.get_context("spawn")  # CUDA cannot be shared by forked processes
     with ProcessPoolExecutor(args.workers, mp_context=context) as pool:
         futures = [pool.submit(_grid_job, job, args) for job in jobs]
@@ -195,6 +212,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (training and evaluation)")
     parser.add_argument("--jobs", type=Path, help="grid: a JSONL file of runs")
     parser.add_argument("--workers", type=int, default=1, help="grid: runs at once")
+    parser.add_argument("--lr-from", type=Path, help="grid: a sweep's results; jobs without lr take its best")
     parser.add_argument("--work", default="work/accuracy")
     parser.add_argument("--results", type=Path, default=Path("docs/accuracy-results.jsonl"))
     args = parser.parse_args()
