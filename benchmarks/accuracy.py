@@ -32,7 +32,13 @@ TASKS = {  # split folders written by ipt_edge_export.datasets
     "rte": {"folder": "work/rte", "text_column": "sentence1", "text_pair_column": "sentence2", "labels": None},
 }  # fmt: skip
 BASELINES = ("probe", "finetune")
-DEFAULT_LR = {"probe": 1e-3, "finetune": 3e-5}  # every generator kind: 5e-3
+BASELINE_LR = {"probe": 1e-3, "finetune": 3e-5}  # generator kinds: model.default_lr
+
+
+def default_lr(method: str) -> float:
+    from ipt_edge_export.model import default_lr as generator_lr
+
+    return BASELINE_LR.get(method) or generator_lr(method)
 
 
 def run_one(task: str, method: str, seed: int, args: argparse.Namespace) -> dict:
@@ -55,7 +61,7 @@ def run_one(task: str, method: str, seed: int, args: argparse.Namespace) -> dict
         generator=method if method not in BASELINES else "mlp",
         prompt_length=args.prompt_length, epochs=args.epochs, seed=seed,
         max_train_rows=args.max_train_rows, eval_every=args.eval_every, threads=args.threads,
-        lr=args.lr or DEFAULT_LR.get(method, 5e-3), init_generator=args.init_generator,
+        lr=args.lr or default_lr(method), init_generator=args.init_generator,
         device=args.device, **({"prefix_from_layer": args.prefix_from_layer} if args.prefix_from_layer else {}),
     )  # fmt: skip
     started = time.perf_counter()
@@ -88,7 +94,7 @@ def label(r: dict) -> str:
     extras = []
     if r.get("prompt_length", 16) != 16 and r["method"] not in BASELINES:
         extras.append(f"P={r['prompt_length']}")
-    if r["lr"] != DEFAULT_LR.get(r["method"], 5e-3):
+    if r["lr"] != default_lr(r["method"]):
         extras.append(f"lr {r['lr']:g}")
     if r.get("deep_scale_init") == 0:  # runs before DeepPrompts' scale started at one
         extras.append("old deep design: one scale per layer, from 0")
@@ -205,7 +211,11 @@ def main() -> None:
     parser.add_argument("--max-train-rows", type=int)
     parser.add_argument("--prompt-length", type=int, default=16)
     parser.add_argument("--eval-every", type=int)
-    parser.add_argument("--lr", type=float, help="default: 1e-3 probe, 3e-5 finetune, 5e-3 generators")
+    parser.add_argument(
+        "--lr",
+        type=float,
+        help="default: 1e-3 probe, 3e-5 finetune, 5e-2 prefix kinds, 5e-3 other generators",
+    )
     parser.add_argument("--init-generator", type=Path, help="a checkpoint whose generator starts training")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--prefix-from-layer", type=int, default=0, help="prefix kinds: first prompted layer")

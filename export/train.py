@@ -11,7 +11,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -29,7 +29,7 @@ from ipt_edge_export.checkpoint import (
     save_checkpoint,
     text_budget,
 )
-from ipt_edge_export.model import IPTConfig, IPTModel, position_offset
+from ipt_edge_export.model import IPTConfig, IPTModel, default_lr, position_offset
 
 
 @dataclass
@@ -43,13 +43,13 @@ class TrainOptions:
     label_column: str = "label"
     labels: str | None = None  # "neg,pos" or "0=negative,1=positive": order and display names
     backbone: str = DEFAULT_BACKBONE
-    generator: str = "mlp-deep"  # the best measured (docs/accuracy.md)
+    generator: str = "attn-prefix"  # the best measured (docs/accuracy.md)
     prompt_length: int = 16
     pooling: str = "mean"
     max_length: int = 128
     epochs: float = 2.0
     batch_size: int = 32
-    lr: float = 5e-3
+    lr: float | None = None  # None: the kind's default (model.default_lr)
     weight_decay: float = 0.01
     warmup: float = 0.06  # share of steps with a linear warm-up
     seed: int = 0
@@ -293,6 +293,7 @@ def train(options: TrainOptions, progress: Callable[[str], None] = print) -> dic
         torch.set_num_threads(options.threads)
     torch.manual_seed(options.seed)
     check_out_dir(options.out_dir, options.replace)  # before hours of training, not after
+    options = replace(options, lr=options.lr or default_lr(options.generator))
     device = resolve_device(options.device)
     train_set, dev_set, raw_labels, label_names = load_task_data(options, progress)
     backbone = load_backbone(options.backbone)

@@ -37,7 +37,7 @@ def test_train_export_score_info_end_to_end(tiny_backbone, sentiment_files, tmp_
     assert len(lines) == 1 + len(dev.read_text().splitlines()) - 1
     result = run("info", bundle)
     assert result.exit_code == 0
-    assert "sentiment: mlp-deep generator, P=4" in result.output  # the default kind
+    assert "sentiment: attn-prefix generator, P=4" in result.output  # the default kind
     assert "checksums: all 5 files match" in result.output
 
 

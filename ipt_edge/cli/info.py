@@ -30,8 +30,10 @@ def info(
     )
     shared = sum(manifest.files[f].size for f in manifest.shared_files())
     typer.echo(f"shared   {', '.join(manifest.shared_files())}: {shared / 1e6:.1f} MB")
-    fusions = ", ".join(f"{op} x{n}" for op, n in manifest.encoder_fusions.items()) or "none"
-    typer.echo(f"fusions  {fusions}")
+    for file, fused in ((manifest.encoder_file, manifest.encoder_fusions),
+                        (manifest.encoder_prefix_file, manifest.encoder_prefix_fusions)):  # fmt: skip
+        if file:
+            typer.echo(f"fusions  {file}: {', '.join(f'{op} x{n}' for op, n in fused.items()) or 'none'}")
     for name, task in sorted(manifest.tasks.items()):
         size = sum(manifest.files[f].size for f in (task.generator_file, task.head_file))
         share = task.tuned_parameters / backbone.parameters

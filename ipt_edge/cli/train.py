@@ -42,12 +42,13 @@ def train(
     generator: Annotated[
         str,
         typer.Option(
-            help="static | lookup | mlp | lstm | cnn; all but lookup also as <kind>-deep (prompts in every "
-            "layer). mlp-deep measured best; docs/accuracy.md compares them. Prefix kinds give every layer's "
-            "attention P keys/values instead of P positions (faster): prefix (static, P-tuning v2), "
-            "mlp-prefix, attn-prefix (per input)."
+            help="Prefix kinds give every layer's attention P keys/values, computed per input: attn-prefix "
+            "(attention pooling over the input's tokens; measured best, docs/accuracy.md), mlp-prefix, or "
+            "prefix (the same for every input, P-tuning v2). They cost about what the plain backbone does. "
+            "Prepend kinds put P prompt vectors in front of the text (slower: every layer runs P more "
+            "positions): static | lookup | mlp | lstm | cnn, all but lookup also as <kind>-deep."
         ),
-    ] = "mlp-deep",
+    ] = "attn-prefix",
     prompt_length: Annotated[int, typer.Option(min=1, help="P, prompt vectors per input.")] = 16,
     pooling: Annotated[str, typer.Option(help="mean (over real tokens) or cls.")] = "mean",
     max_length: Annotated[
@@ -55,7 +56,13 @@ def train(
     ] = 128,
     epochs: Annotated[float, typer.Option(help="Passes over the training rows (fractions allowed).")] = 2.0,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
-    lr: Annotated[float, typer.Option(help="AdamW learning rate (warm-up, then linear decay).")] = 5e-3,
+    lr: Annotated[
+        float | None,
+        typer.Option(
+            help="AdamW learning rate (warm-up, then linear decay). Default: 5e-2 for prefix kinds, 5e-3 "
+            "for the others (chosen on SST-2 dev, docs/accuracy.md)."
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option()] = 0,
     max_train_rows: Annotated[int | None, typer.Option(min=1, help="Train on a seeded subsample.")] = None,
     eval_every: Annotated[int | None, typer.Option(min=1, help="Steps between dev evaluations.")] = None,
