@@ -409,6 +409,10 @@ class PromptedEncoder(nn.Module):
     P positions, so RoBERTa's budget includes them) and token types, and runs every layer. At the
     input of layer l it adds layer_prompts[:, l] to the prompt positions: zeros for shallow tasks,
     per-layer instance prompts for deep ones (one graph serves both).
+
+    prompt_mask [B, P] (1 = a real prompt) lets rows of tasks with fewer prompts share a batch:
+    their prompts come first, the padding prompts after them are masked out of attention, and
+    positions count only real prompts and tokens, so each row computes what it would alone.
     """
 
     def __init__(self, hf_model):
@@ -417,15 +421,18 @@ class PromptedEncoder(nn.Module):
         self.layers = hf_model.encoder.layer
         self.offset = position_offset(hf_model.config)
 
-    def forward(self, token_embeds, attention_mask, token_type_ids, prompt_embeds, layer_prompts):
-        # token_embeds [B,T,H] float, attention_mask/token_type_ids [B,T] int64,
-        # prompt_embeds [B,P,H], layer_prompts [B or 1, L, P, H]  ->  hidden [B, P+T, H]
+    def forward(
+        self, token_embeds, attention_mask, token_type_ids, prompt_embeds, layer_prompts, prompt_mask
+    ):
+        # token_embeds [B,T,H] float, attention_mask/token_type_ids [B,T] int64, prompt_embeds [B,P,H],
+        # layer_prompts [B or 1, L, P, H], prompt_mask [B, P] int64  ->  hidden [B, P+T, H]
         p = prompt_embeds.shape[1]
-        prompt_ones = torch.ones_like(prompt_embeds[:, :, 0], dtype=attention_mask.dtype)  # [B, P]
-        mask = torch.cat([prompt_ones, attention_mask], dim=1)  # [B, S]
-        types = torch.cat([prompt_ones * 0, token_type_ids], dim=1)  # [B, S]
+        mask = torch.cat([prompt_mask, attention_mask], dim=1)  # [B, S]
+        types = torch.cat([prompt_mask * 0, token_type_ids], dim=1)  # [B, S]
         inputs = torch.cat([prompt_embeds, token_embeds], dim=1)  # [B, S, H]
-        positions = torch.cumsum(torch.ones_like(mask), dim=1) - 1 + self.offset  # [B, S]
+        # Real prompts and tokens are numbered in order; a masked padding prompt repeats its
+        # neighbour's number, which nothing reads (it is masked out of every key).
+        positions = (torch.cumsum(mask, dim=1) - 1).clamp(min=0) + self.offset  # [B, S]
         hidden = self.embeddings(inputs_embeds=inputs, token_type_ids=types, position_ids=positions)
         extended = (1.0 - mask[:, None, None, :].to(hidden.dtype)) * torch.finfo(hidden.dtype).min
         for index, layer in enumerate(self.layers):
@@ -562,7 +569,10 @@ class IPTModel(nn.Module):
             )  # [B, T, H]
             return self.head(self.dropout(pool(hidden, attention_mask, 0, config.pooling)))
         prompt_embeds, layer_prompts = self.prompts(input_ids, token_embeds, attention_mask)
-        hidden = self.encoder(token_embeds, attention_mask, token_type_ids, prompt_embeds, layer_prompts)
+        prompt_mask = torch.ones_like(prompt_embeds[:, :, 0], dtype=attention_mask.dtype)  # [B, P]
+        hidden = self.encoder(
+            token_embeds, attention_mask, token_type_ids, prompt_embeds, layer_prompts, prompt_mask
+        )
         pooled = pool(hidden, attention_mask, self.config.prompt_length, self.config.pooling)
         return self.head(self.dropout(pooled))  # [B, C]
 

@@ -161,6 +161,7 @@ def export_encoder(backbone: Backbone, path: Path, kind: str, optimize: bool = T
             *tokens,
             torch.randn(batch, prompt, hidden),  # prompt_embeds [B, P, H]
             torch.zeros(batch, layers, prompt, hidden),  # layer_prompts [B or 1, L, P, H]
+            torch.tensor([[1, 1, 1], [1, 0, 0]]),  # prompt_mask [B, P]: a row with fewer prompts
         )
     spec = graphs.ENCODERS[kind]
     dynamic = {"batch", "tokens", "prompts", "prompt_batch", "sequence"}

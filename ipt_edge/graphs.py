@@ -49,6 +49,8 @@ TOKEN_TYPE_IDS = TensorSpec("token_type_ids", "int64", ("batch", "tokens"))
 PROMPT_EMBEDS = TensorSpec("prompt_embeds", "float32", ("batch", "prompts", "hidden"))
 # From deep generators; the encoder also takes [1, L, P, H] zeros for shallow ones.
 LAYER_PROMPTS = TensorSpec("layer_prompts", "float32", ("prompt_batch", "layers", "prompts", "hidden"))
+# 1 = a real prompt; lets tasks with fewer prompts share a batch (encoders exported before it lack it).
+PROMPT_MASK = TensorSpec("prompt_mask", "int64", ("batch", "prompts"))
 PREPEND_HIDDEN = TensorSpec("hidden", "float32", ("batch", "sequence", "hidden"))  # sequence = P+T
 
 # Prefix kinds: keys and values in the per-head layout attention uses.
@@ -62,6 +64,7 @@ PREFIX_HIDDEN = TensorSpec("hidden", "float32", ("batch", "tokens", "hidden"))
 class GraphSpec:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
+    optional: frozenset[str] = frozenset()  # inputs graphs of older bundles may lack
 
     @property
     def input_names(self) -> list[str]:
@@ -77,8 +80,9 @@ EMBED = GraphSpec(inputs=(INPUT_IDS,), outputs=(TOKEN_EMBEDS,))
 GENERATOR_INPUTS = (INPUT_IDS, TOKEN_EMBEDS, ATTENTION_MASK)
 ENCODERS = {
     PREPEND: GraphSpec(
-        inputs=(TOKEN_EMBEDS, ATTENTION_MASK, TOKEN_TYPE_IDS, PROMPT_EMBEDS, LAYER_PROMPTS),
+        inputs=(TOKEN_EMBEDS, ATTENTION_MASK, TOKEN_TYPE_IDS, PROMPT_EMBEDS, LAYER_PROMPTS, PROMPT_MASK),
         outputs=(PREPEND_HIDDEN,),
+        optional=frozenset({PROMPT_MASK.name}),
     ),
     PREFIX: GraphSpec(
         inputs=(TOKEN_EMBEDS, ATTENTION_MASK, TOKEN_TYPE_IDS, PREFIX_KEYS, PREFIX_VALUES, PREFIX_MASK),
@@ -110,11 +114,15 @@ def encoder_file(manifest: Manifest, kind: str) -> str:
     return manifest.encoder_prefix_file if kind == PREFIX else manifest.encoder_file
 
 
-def check_session(session, spec: GraphSpec, file: str, subset_inputs: bool = False) -> None:
-    """Compare an onnxruntime session's inputs and outputs with `spec` (names, ranks, dtypes).
+def check_session(
+    session, spec: GraphSpec, file: str, subset_inputs: bool = False, dims: dict[str, int] | None = None
+) -> None:
+    """Compare an onnxruntime session's inputs and outputs with `spec`: names, ranks, dtypes, and
+    every dimension the graph fixes that `dims` knows (e.g. {"hidden": 384, "prompts": 16}).
 
-    subset_inputs: the graph may take only some of spec's inputs (generators). Raises BundleError
-    naming the file, what was expected and what was found."""
+    subset_inputs: the graph may take only some of spec's inputs (generators); spec.optional
+    inputs may be absent. Raises BundleError naming the file, what was expected and what was found."""
+    dims = dims or {}
 
     def found(args) -> dict[str, tuple[int, str]]:
         return {a.name: (len(a.shape), _ORT_TYPES.get(a.type, a.type)) for a in args}
@@ -122,17 +130,27 @@ def check_session(session, spec: GraphSpec, file: str, subset_inputs: bool = Fal
     def show(entries: dict[str, tuple[int, str]]) -> str:
         return ", ".join(f"{n} {t} rank {r}" for n, (r, t) in entries.items()) or "none"
 
-    for what, specs, actual in (
-        ("inputs", spec.inputs, found(session.get_inputs())),
-        ("outputs", spec.outputs, found(session.get_outputs())),
+    for what, specs, args in (
+        ("inputs", spec.inputs, session.get_inputs()),
+        ("outputs", spec.outputs, session.get_outputs()),
     ):
+        actual = found(args)
         expected = {t.name: (t.rank, t.dtype) for t in specs}
-        names_ok = (
-            set(actual) <= set(expected)
-            if what == "inputs" and subset_inputs
-            else set(actual) == set(expected)
-        )
+        if what == "inputs" and subset_inputs:
+            names_ok = set(actual) <= set(expected)
+        elif what == "inputs":
+            names_ok = set(expected) - spec.optional <= set(actual) <= set(expected)
+        else:
+            names_ok = set(actual) == set(expected)
         if not names_ok or any(actual[n] != expected[n] for n in actual if n in expected):
             wanted = ", ".join(t.describe() for t in specs)
             some = "a subset of " if what == "inputs" and subset_inputs else ""
             raise BundleError(f"{file}: {what} should be {some}{wanted}; found {show(actual)}")
+        by_name = {t.name: t for t in specs}
+        for arg in args:
+            for symbol, size in zip(by_name[arg.name].dims, arg.shape, strict=True):
+                if isinstance(size, int) and symbol in dims and size != dims[symbol]:
+                    raise BundleError(
+                        f"{file}: {arg.name} has {symbol} = {size}, but the manifest says {dims[symbol]} "
+                        f"(expected {by_name[arg.name].describe()})"
+                    )

@@ -102,7 +102,9 @@ def test_score_jsonl_keeps_every_value_and_key_order(bundle, tmp_path, rows, tex
     lines = "".join(json.dumps(r) + "\n" for r in records).encode()
     result, out = score(bundle, tmp_path, "in.jsonl", lines)
     if result.exit_code == 0:
-        scored = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+        scored = [
+            json.loads(line) for line in out.read_text(encoding="utf-8").split("\n") if line
+        ]  # JSONL: \n only
         assert len(scored) == len(records)
         for record, row in zip(records, scored, strict=True):
             assert list(row)[: len(record)] == list(record)

@@ -20,7 +20,9 @@ def test_prompted_encoder_without_prompts_equals_the_hugging_face_model(bert):
     with torch.no_grad():
         expected = bert(input_ids=ids, attention_mask=mask).last_hidden_state
         embeds = bert.embeddings.word_embeddings(ids)
-        actual = PromptedEncoder(bert)(embeds, mask, types, embeds[:, :0], torch.zeros(1, layers, 0, hidden))
+        actual = PromptedEncoder(bert)(
+            embeds, mask, types, embeds[:, :0], torch.zeros(1, layers, 0, hidden), mask[:, :0]
+        )
     torch.testing.assert_close(actual[mask.bool()], expected[mask.bool()], atol=1e-5, rtol=0)
 
 

@@ -143,7 +143,7 @@ def test_first_prompted_layer_is_recorded_and_used(checkpoints, tmp_path):
     export_checkpoint(checkpoints["mlp-prefix@1"], tmp_path / "b", task="t", log=lambda m: None)
     assert read_manifest(tmp_path / "b").tasks["t"].prefix_from_layer == 1
     classifier = Classifier.load(tmp_path / "b")
-    assert classifier.prefix_mask_row[0, :, 0].tolist() == [0, 1]
+    assert classifier.generator.prefix_mask_row[:, 0].tolist() == [0, 1]  # [L, P]: layer 0 off
 
 
 def test_prefix_only_bundle_has_only_the_prefix_encoder(checkpoints, tmp_path):

@@ -52,9 +52,9 @@ def test_pairs_are_refused_by_a_single_text_task(classifier):
 
 def test_long_text_is_truncated_and_said_so(classifier):
     long_text = " ".join(["good film"] * 200)
-    with pytest.warns(UserWarning, match=r"1 text\(s\) longer than .* tokens were truncated"):
-        classifier.predict([long_text, "dull"])
-    assert classifier.last_truncated == 1
+    with pytest.warns(UserWarning, match=r"1 text\(s\) longer than their task's token budget were truncated"):
+        result = classifier.classify([long_text, "dull"])
+    assert result.truncated.tolist() == [True, False]
 
 
 def test_asking_for_an_unavailable_provider_fails_clearly(bundle):

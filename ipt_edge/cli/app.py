@@ -29,9 +29,13 @@ BundleOption = Annotated[
     Path,
     typer.Option("--bundle", "-b", envvar="IPT_EDGE_BUNDLE", help="Bundle folder (or set IPT_EDGE_BUNDLE)."),
 ]
-TaskOption = Annotated[
-    str | None, typer.Option("--task", "-t", help="Task in the bundle; may be left out when it has one.")
+TasksOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--task", "-t", help="A task of the bundle; repeat it for several (all in one pass over the input)."
+    ),
 ]
+AllTasksOption = Annotated[bool, typer.Option("--all-tasks", help="Every task of the bundle.")]
 ProviderOption = Annotated[
     str,
     typer.Option("--provider", help="cpu or cuda. cuda fails clearly when ONNX Runtime cannot use it."),
@@ -117,13 +121,22 @@ def main() -> None:
         sys.exit(128 + stopped.signum)
 
 
-def open_classifier(bundle: Path, task: str | None, provider: str, threads: int | None, precision: str):
-    """Classifier.load, with every bundle or provider problem as a clear exit 2."""
+def open_bundle(
+    bundle: Path, tasks: list[str] | None, all_tasks: bool, provider: str, threads: int | None, precision: str
+):
+    """Bundle.load and the tasks asked for (--task ..., --all-tasks; neither: every task), each
+    opened and checked now; every bundle or provider problem is a clear exit 2."""
     from ipt_edge.bundle import BundleError
-    from ipt_edge.classifier import Classifier
+    from ipt_edge.pipeline import Bundle
     from ipt_edge.sessions import ProviderError
 
+    if tasks and all_tasks:
+        fail("give --task or --all-tasks, not both")
     try:
-        return Classifier.load(bundle, task=task, providers=provider, threads=threads, precision=precision)
+        loaded = Bundle.load(bundle, providers=provider, threads=threads, precision=precision)
+        names = list(dict.fromkeys(tasks)) if tasks else loaded.tasks
+        if not names:
+            fail(f"{bundle}: the bundle has no tasks")
+        return loaded, [loaded.classifier(name) for name in names]
     except (BundleError, ProviderError, ValueError) as error:
         fail(str(error))

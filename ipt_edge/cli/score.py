@@ -14,11 +14,10 @@ from ipt_edge.cli.app import (
     BundleOption,
     PrecisionOption,
     ProviderOption,
-    TaskOption,
     ThreadsOption,
     app,
     fail,
-    open_classifier,
+    open_bundle,
     say,
 )
 from ipt_edge.tables import TableError, finite_or_none, require_columns, row_label, row_text
@@ -40,7 +39,7 @@ def score(
     input_file: Annotated[Path, typer.Argument(help="Rows to score: .csv, .tsv or .jsonl with a header.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output file; written whole or not at all.")],
     bundle: BundleOption = Path("bundle"),
-    task: TaskOption = None,
+    task: Annotated[str | None, typer.Option("--task", "-t", help="Task in the bundle.")] = None,
     text_column: Annotated[str, typer.Option(help="Column with the text.")] = "text",
     text_pair_column: Annotated[
         str | None, typer.Option(help="Column with the second text (pair tasks).")
@@ -71,7 +70,7 @@ def score(
         fail(f"{out}: is a folder; -o needs a file name")
     if out.resolve() == input_file.resolve():
         fail(f"{out}: the output would overwrite the input; choose another -o")
-    classifier = open_classifier(bundle, task, provider, threads, precision)
+    _, (classifier,) = open_bundle(bundle, [task] if task else None, False, provider, threads, precision)
     if classifier.task.text_pair and not text_pair_column:
         fail(f"task {classifier.task_name!r} takes text pairs: pass --text-pair-column")
     labels = classifier.labels
@@ -114,8 +113,9 @@ def score(
                                     f"{classifier.task_name!r}'s labels ({', '.join(classifier.task.label_values)}"
                                     f" or {', '.join(labels)})"
                                 )
-                    probabilities = classifier.predict_proba(texts, batch_size=batch_size)
-                    truncated += classifier.last_truncated
+                    result = classifier.classify(texts, batch_size=batch_size)
+                    probabilities = result.probabilities
+                    truncated += int(result.truncated.sum())
                     for (_, row), scores in zip(chunk, probabilities, strict=True):
                         best = int(scores.argmax())
                         row["prediction"] = labels[best]

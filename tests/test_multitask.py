@@ -1,0 +1,249 @@
+"""Many tasks, one backbone: a Bundle opens the shared sessions once, and rows of different tasks
+(of different prompt lengths and kinds) share batches, each row scoring what its task alone gives."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from ipt_edge import Bundle
+from ipt_edge.bundle import BundleError
+from ipt_edge.cli import app
+from ipt_edge_export.onnx_export import export_checkpoint
+
+from .conftest import sentiment_rows, train_checkpoint, write_tsv
+from .test_export import torch_logits
+
+TASKS = {  # name -> checkpoint key in `checkpoints`, or a (generator, P) trained here
+    "mlp4": "mlp",
+    "deep4": "mlp-deep",
+    "static2": ("static", 2),
+    "attn4": "attn-prefix",
+    "prefix2": ("prefix", 2),
+    "late4": "mlp-prefix@1",
+}
+TEXTS = [
+    "the film was good",
+    "a dull and boring plot , very poor",
+    "superb",
+    "it is so lovely the cast is great",
+    "bad",
+    "the story was fine and the cast superb but the plot dull",
+]
+
+
+@pytest.fixture(scope="module")
+def sources(checkpoints, tiny_backbone, sentiment_files, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("multitask")
+    train, dev = sentiment_files
+    made = {}
+    for name, source in TASKS.items():
+        if isinstance(source, tuple):
+            generator, p = source
+            made[name] = train_checkpoint(
+                tiny_backbone, train, dev, folder / name, generator=generator, prompt_length=p
+            )
+        else:
+            made[name] = checkpoints[source]
+    return made
+
+
+@pytest.fixture(scope="module")
+def multi(sources, tmp_path_factory):
+    path = tmp_path_factory.mktemp("multi") / "bundle"
+    for name, checkpoint in sources.items():
+        export_checkpoint(checkpoint, path, task=name, log=lambda m: None)
+    return path
+
+
+def alone(bundle_path, name, texts):
+    """The reference: each task loaded by itself, on rows of its own."""
+    return Bundle.load(bundle_path).classifier(name).logits(texts)
+
+
+def test_bundle_lists_its_tasks(multi):
+    assert Bundle.load(multi).tasks == sorted(TASKS)
+
+
+def test_classifiers_of_one_bundle_share_its_sessions(multi):
+    bundle = Bundle.load(multi)
+    first, second = bundle.classifier("mlp4"), bundle.classifier("deep4")
+    assert first.bundle is second.bundle is bundle
+    assert len(bundle._encoders) == 1  # both prepend: one encoder session
+    bundle.classifier("attn4")
+    assert len(bundle._encoders) == 2  # a prefix task opens the prefix encoder, once
+
+
+def test_mixed_batch_equals_each_task_alone(multi):
+    bundle = Bundle.load(multi)
+    names = list(TASKS)
+    texts = [TEXTS[i % len(TEXTS)] for i in range(4 * len(names))]
+    tasks = [names[(i * 7) % len(names)] for i in range(len(texts))]  # interleaved
+    mixed = bundle.logits(texts, tasks, batch_size=5)
+    for name in names:
+        rows = [i for i, t in enumerate(tasks) if t == name]
+        expected = alone(multi, name, [texts[i] for i in rows])
+        np.testing.assert_allclose(np.stack([mixed[i] for i in rows]), expected, atol=1e-4, rtol=0)
+
+
+def test_mixed_batch_matches_pytorch_for_every_task(multi, sources, tiny_backbone):
+    bundle = Bundle.load(multi)
+    names = list(TASKS)
+    tasks = [names[i % len(names)] for i in range(len(names) * 2)]
+    texts = [TEXTS[i % len(TEXTS)] for i in range(len(tasks))]
+    mixed = bundle.logits(texts, tasks, batch_size=len(tasks))
+    for name in names:
+        rows = [i for i, t in enumerate(tasks) if t == name]
+        expected = torch_logits(sources[name], tiny_backbone, [texts[i] for i in rows])
+        np.testing.assert_allclose(np.stack([mixed[i] for i in rows]), expected, atol=1e-4, rtol=0)
+
+
+def test_tasks_of_different_prompt_lengths_share_one_encoder_call(multi, monkeypatch):
+    bundle = Bundle.load(multi)
+    calls = []
+    bundle.generator("mlp4")
+    encoder = bundle._encoders["prepend"]
+    bundle._encoders["prepend"] = type("Counting", (), {
+        "run": lambda self, *a: calls.append(a[1]["prompt_embeds"].shape) or encoder.run(*a),
+        "get_inputs": lambda self: encoder.get_inputs(),
+    })()  # fmt: skip
+    bundle.predict(TEXTS[:4], ["mlp4", "static2", "deep4", "static2"], batch_size=32)
+    assert calls == [(4, 4, 32)]  # one call, P padded to the longest (4), hidden 32
+
+
+def test_predict_proba_gives_each_row_its_tasks_labels(multi):
+    probabilities = Bundle.load(multi).predict_proba(["good", "bad"], ["attn4", "static2"])
+    assert [p.shape for p in probabilities] == [(2,), (2,)]
+    assert all(abs(p.sum() - 1) < 1e-6 for p in probabilities)
+
+
+def test_an_unknown_task_name_is_refused_naming_it(multi):
+    with pytest.raises(BundleError, match=r"text 1: no task 'nope' in the bundle; it has: attn4"):
+        Bundle.load(multi).predict(["good", "bad"], ["mlp4", "nope"])
+
+
+def test_one_task_name_per_text(multi):
+    with pytest.raises(ValueError, match="2 texts but 1 task names"):
+        Bundle.load(multi).predict(["good", "bad"], ["mlp4"])
+
+
+def test_an_encoder_without_prompt_mask_groups_prepend_tasks_by_length(multi, monkeypatch):
+    bundle = Bundle.load(multi)
+    monkeypatch.setattr(Bundle, "_takes_prompt_mask", lambda self: False)  # as a bundle of 0.1
+    tasks = ["mlp4", "static2", "deep4", "static2"]
+    mixed = bundle.logits(TEXTS[:4], tasks)
+    for index, name in enumerate(tasks):
+        np.testing.assert_allclose(mixed[index], alone(multi, name, [TEXTS[index]])[0], atol=1e-4, rtol=0)
+
+
+def test_one_bundle_from_many_threads_equals_serial_use(multi):
+    bundle = Bundle.load(multi)
+    names = list(TASKS)
+    jobs = [([TEXTS[(i + j) % len(TEXTS)] for j in range(5)], [names[(i + j) % len(names)] for j in range(5)])
+            for i in range(16)]  # fmt: skip
+    serial = [bundle.logits(texts, tasks, batch_size=2) for texts, tasks in jobs]
+    results: list = [None] * len(jobs)
+
+    def work(index):
+        texts, tasks = jobs[index]
+        results[index] = bundle.logits(texts, tasks, batch_size=2)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(jobs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for got, expected in zip(results, serial, strict=True):
+        np.testing.assert_array_equal(np.stack(got), np.stack(expected))
+
+
+def test_truncation_is_returned_per_call_not_kept(multi):
+    bundle = Bundle.load(multi)
+    with pytest.warns(UserWarning):
+        result = bundle.run([" ".join(["good film"] * 40), "bad"], ["mlp4", "attn4"])
+    assert result.truncated.tolist() == [True, False]
+    assert bundle.run(["bad"], "mlp4").truncated.tolist() == [False]
+
+
+def test_generator_outputs_off_the_manifest_are_refused_at_load(multi, tmp_path):
+    copy = tmp_path / "b"
+    shutil.copytree(multi, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["tasks"]["mlp4"]["prompt_length"] = 5
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(
+        BundleError, match=r"generator.onnx: prompt_embeds has prompts = 4, but the manifest says 5"
+    ):
+        Bundle.load(copy).classifier("mlp4")
+
+
+# ---- the command line ---------------------------------------------------------------------------
+
+runner = CliRunner()
+
+
+def run(*args):
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result
+
+
+def test_predict_json_answers_every_asked_task(multi):
+    result = run("predict", "-b", multi, "--json", "--task", "mlp4", "--task", "attn4", "good", "bad")
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["text"] for r in records] == ["good", "bad"]
+    assert set(records[0]["tasks"]) == {"mlp4", "attn4"}
+    assert set(records[0]["tasks"]["attn4"]["probabilities"]) == {"neg", "pos"}
+
+
+def test_predict_without_a_task_on_a_multi_task_bundle_answers_all(multi):
+    result = run("predict", "-b", multi, "--all-tasks", "--json", "good")
+    assert result.exit_code == 0, result.output
+    assert set(json.loads(result.stdout)["tasks"]) == set(TASKS)
+
+
+def test_score_writes_columns_per_task_in_one_pass(multi, tmp_path):
+    source = write_tsv(tmp_path / "in.tsv", ["text", "label"], sentiment_rows(7, seed=9))
+    out = tmp_path / "out.tsv"
+    result = run("score", source, "-o", out, "-b", multi, "--task", "mlp4", "--task", "prefix2")
+    assert result.exit_code == 0, result.output
+    header = out.read_text().splitlines()[0].split("\t")
+    assert header == ["text", "label", "mlp4_prediction", "mlp4_prob_neg", "mlp4_prob_pos",
+                      "prefix2_prediction", "prefix2_prob_neg", "prefix2_prob_pos"]  # fmt: skip
+    rows = [line.split("\t") for line in out.read_text().splitlines()[1:]]
+    texts = [r[0] for r in rows]
+    expected = Bundle.load(multi).classifier("prefix2").predict_proba(texts)
+    np.testing.assert_allclose([[float(r[6]), float(r[7])] for r in rows], expected, atol=1e-5)
+
+
+def test_score_task_column_scores_each_row_with_its_task(multi, tmp_path):
+    rows = [
+        (text, ["mlp4", "attn4", "static2"][i % 3]) for i, (text, _) in enumerate(sentiment_rows(9, seed=3))
+    ]
+    source = write_tsv(tmp_path / "in.tsv", ["text", "task"], rows)
+    out = tmp_path / "out.jsonl"
+    result = run("score", source, "-o", out, "-b", multi, "--task-column", "task")
+    assert result.exit_code == 0, result.output
+    bundle = Bundle.load(multi)
+    scored = [json.loads(line) for line in out.read_text().split("\n") if line]
+    assert [(r["text"], r["task"]) for r in scored] == rows
+    for row in scored:
+        classifier = bundle.classifier(row["task"])
+        expected = classifier.predict_proba([row["text"]])[0]
+        assert row["prediction"] == classifier.labels[int(expected.argmax())]
+        got = [row[f"prob_{label}"] for label in classifier.labels]
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_score_task_column_with_an_unknown_task_names_the_line(multi, tmp_path):
+    source = write_tsv(tmp_path / "in.tsv", ["text", "task"], [("good", "mlp4"), ("bad", "topic")])
+    result = run("score", source, "-o", tmp_path / "out.tsv", "-b", multi, "--task-column", "task")
+    assert result.exit_code == 2
+    assert "in.tsv:3: no task 'topic' in the bundle" in result.output
+    assert not (tmp_path / "out.tsv").exists()
