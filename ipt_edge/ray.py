@@ -236,6 +236,8 @@ class RayScorer(Scorer):
 
     def run(self) -> None:
         ds = self.ray.data.from_arrow_refs(self._refs)
+        # A chunk is a block and goes to one actor: more actors than chunks would idle (Ray warns).
+        self.workers = max(1, min(self.workers, len(self._refs)))
         self._refs = []
         scored = score_dataset(
             ds, self.bundle, self.task, text_column="text",

@@ -25,6 +25,7 @@ so a resumed output is byte-identical to an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -296,7 +297,8 @@ def score_file(
     report = ScoreReport()
     writer: AtomicTableWriter | None = None
     try:
-        with TableReader(input_file) as reader:
+        with contextlib.ExitStack() as stack:
+            reader = stack.enter_context(TableReader(input_file))
             try:
                 out_format = detect_format(out)
             except TableError:
@@ -351,6 +353,7 @@ def score_file(
                 if state.final is not None:
                     return _publish(sidecar, out, state, report)
                 note(f"resuming {out}: {state.rows} row(s) already committed")
+                reader = stack.enter_context(TableReader(input_file))  # read again, in the run's chunks
                 chunks = reader.chunks(chunk_rows)
                 first = next(chunks)
             check = lambda chunk: chunk_texts(  # noqa: E731
