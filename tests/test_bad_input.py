@@ -148,7 +148,8 @@ def test_sigterm_during_score_leaves_no_partial_and_the_old_output(bundle, tmp_p
     out.write_text("an earlier good result\n")
     process = subprocess.Popen([*CLI, "score", str(source), "-o", str(out), "-b", str(bundle),
                                 "--chunk-rows", "64"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
-    _wait_for(lambda: any(p.name.endswith(".partial") for p in tmp_path.iterdir()), process)
+    # chunks are committed to a hidden sidecar (.out.tsv.ipt-edge-resume/) until the output is complete
+    _wait_for(lambda: any(p.name.startswith(".out.tsv") for p in tmp_path.iterdir()), process)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 128 + signal.SIGTERM, stderr

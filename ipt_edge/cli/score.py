@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -20,24 +18,24 @@ from ipt_edge.cli.app import (
     open_bundle,
     say,
 )
-from ipt_edge.tables import TableError, finite_or_none, require_columns, row_label, row_text
-
-
-def _chunks(rows: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    chunk = []
-    for item in rows:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+from ipt_edge.tables import TableError
 
 
 @app.command()
 def score(
-    input_file: Annotated[Path, typer.Argument(help="Rows to score: .csv, .tsv or .jsonl with a header.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output file; written whole or not at all.")],
+    input_file: Annotated[
+        Path,
+        typer.Argument(
+            help="Rows to score: .csv, .tsv or .jsonl with a header, a .parquet file, or a folder of "
+            ".parquet files (read in name order as one dataset)."
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", "-o", help="Output file (.csv, .tsv, .jsonl or .parquet); written whole or not at all."
+        ),
+    ],
     bundle: BundleOption = Path("bundle"),
     task: Annotated[str | None, typer.Option("--task", "-t", help="Task in the bundle.")] = None,
     text_column: Annotated[str, typer.Option(help="Column with the text.")] = "text",
@@ -50,22 +48,87 @@ def score(
     ] = None,
     batch_size: BatchSizeOption = 32,
     chunk_rows: Annotated[
-        int, typer.Option(min=1, help="Rows read at a time; batches are sorted by length within a chunk.")
+        int,
+        typer.Option(
+            min=1,
+            help="Rows read, scored and committed at a time; batches are sorted by length within a chunk.",
+        ),
     ] = 4096,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue an unfinished run (killed, or stopped while --resume was on) after its last "
+            "committed chunk; with none, start one. Ctrl-C then keeps the committed chunks.",
+        ),
+    ] = False,
+    restart: Annotated[
+        bool, typer.Option("--restart", help="Discard an unfinished run's committed chunks and start over.")
+    ] = False,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="local: this process. ray: Ray Data actors, each opening the bundle once "
+            '(pip install "ipt-edge[ray]").'
+        ),
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="--engine ray: the cluster to join (e.g. ray://head:10001 or auto); "
+            "default: start a local one on this machine."
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="--engine ray: actors, each with --threads CPUs (default 1) and as many ONNX Runtime "
+            "threads; default: the cluster's CPUs / threads.",
+        ),
+    ] = None,
     provider: ProviderOption = "cpu",
     threads: ThreadsOption = None,
     precision: PrecisionOption = "fp32",
 ) -> None:
-    """Score a file: adds `prediction` and one `prob_<label>` column per label, same format as the input.
+    """Score a file: adds `prediction` and one `prob_<label>` column per label.
 
-    Every input field is kept as it was (JSONL: each row's own keys, with their JSON types). Streams:
-    memory does not grow with the file. The output appears only once every row is scored; an
-    interrupted run leaves no partial file and a previous output untouched.
+    The output's format follows its suffix (default: the input's), so CSV in, Parquet out works.
+    Every input field is kept as it was (JSONL: each row's own keys with their JSON types; Parquet:
+    every column with its Arrow type; probabilities are float32 columns in Parquet).
+
+    Streams: memory does not grow with the file. Each chunk of rows is committed to a hidden
+    `.OUT.ipt-edge-resume/` folder beside the output: after a crash or kill -9, rerun with --resume
+    to continue where the last committed chunk ended (a different input or options is refused).
+    The output appears only once every row is scored; a previous output stays untouched until then.
+
+    Examples:
+
+      ipt-edge score reviews.parquet -o scored.parquet -b bundle
+
+      ipt-edge score big.csv -o scored.parquet --resume      (rerun the same line after a kill)
+
+      ipt-edge score data/ -o scored.parquet --engine ray --address auto --workers 8 --threads 2
     """
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
-    from ipt_edge.tables import AtomicTableWriter, TableReader, detect_format
+    from ipt_edge.scoring import Scorer, score_file
 
+    if engine not in ("local", "ray"):
+        fail(f"--engine must be local or ray, got {engine!r}")
+    if engine == "local" and (address is not None or workers is not None):
+        fail("--address and --workers are for --engine ray")
+    if resume and restart:
+        fail(
+            "--resume and --restart exclude each other: --resume continues an unfinished run, --restart discards it"
+        )
     if out.is_dir():
         fail(f"{out}: is a folder; -o needs a file name")
     if out.resolve() == input_file.resolve():
@@ -73,72 +136,51 @@ def score(
     _, (classifier,) = open_bundle(bundle, [task] if task else None, False, provider, threads, precision)
     if classifier.task.text_pair and not text_pair_column:
         fail(f"task {classifier.task_name!r} takes text pairs: pass --text-pair-column")
-    labels = classifier.labels
-    added = ["prediction"] + [f"prob_{label}" for label in labels]
-    rows_done = correct = truncated = 0
+    if engine == "ray":
+        from ipt_edge.ray import RayScorer, RayUnavailable
+
+        try:
+            scorer: Scorer = RayScorer(
+                bundle, task, classifier.labels, classifier.label_index, address=address,
+                workers=workers, threads=threads or 1, batch_size=batch_size, precision=precision,
+                text_pair=bool(text_pair_column),
+            )  # fmt: skip
+        except RayUnavailable as error:
+            fail(str(error))
+    else:
+        scorer = Scorer(classifier, batch_size)
+    parquet_in = input_file.is_dir() or input_file.suffix.lower() in (".parquet", ".pq")
+    progress = Progress(TextColumn("scoring"), BarColumn(),
+                        MofNCompleteColumn() if parquet_in else DownloadColumn(), TimeRemainingColumn(),
+                        TextColumn("{task.fields[rows]} rows"), transient=True)  # fmt: skip
+    job = progress.add_task("score", total=None, rows=0)
+
+    def on_progress(rows: int, done: int, total: int) -> None:
+        progress.update(job, completed=done, total=total, rows=rows)
+
     try:
-        with TableReader(input_file) as reader:
-            try:
-                out_format = detect_format(out)
-            except TableError:
-                out_format = reader.format
-            rows = iter(reader)
-            first = next(rows, None)
-            if first is None:
-                fail(f"{input_file}: no rows to score")
-            wanted = {
-                "--text-column": text_column,
-                "--text-pair-column": text_pair_column,
-                "--label-column": label_column,
-            }
-            require_columns(input_file, reader.columns, wanted)
-            progress = Progress(TextColumn("scoring"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
-                                TextColumn("{task.fields[rows]} rows"), transient=True)  # fmt: skip
-            with AtomicTableWriter(out, reader.columns + added, out_format) as writer, progress:
-                job = progress.add_task("score", total=reader.size, rows=0)
-                for chunk in _chunks(itertools.chain([first], rows), chunk_rows):
-                    texts = []
-                    for line, row in chunk:
-                        clash = [c for c in added if c in row]
-                        if clash:
-                            raise TableError(
-                                f"{input_file}:{line}: already has field(s) {clash}, which score adds"
-                            )
-                        texts.append(row_text(input_file, line, row, text_column, text_pair_column))
-                        if label_column:
-                            gold = row_label(input_file, line, row, label_column)
-                            if gold not in classifier.label_index:
-                                raise TableError(
-                                    f"{input_file}:{line}: label {gold!r} is not one of task "
-                                    f"{classifier.task_name!r}'s labels ({', '.join(classifier.task.label_values)}"
-                                    f" or {', '.join(labels)})"
-                                )
-                    result = classifier.classify(texts, batch_size=batch_size)
-                    probabilities = result.probabilities
-                    truncated += int(result.truncated.sum())
-                    for (_, row), scores in zip(chunk, probabilities, strict=True):
-                        best = int(scores.argmax())
-                        row["prediction"] = labels[best]
-                        for name, p in zip(labels, scores, strict=True):
-                            # JSONL keeps numbers as numbers; CSV/TSV get a fixed 6-decimal text.
-                            row[f"prob_{name}"] = (
-                                finite_or_none(round(float(p), 6)) if out_format == "jsonl" else f"{p:.6f}"
-                            )
-                        if label_column:
-                            correct += (
-                                classifier.label_index[row_label(input_file, 0, row, label_column)] == best
-                            )
-                        writer.write(row)
-                    rows_done += len(chunk)
-                    progress.update(job, completed=reader.bytes_read, rows=rows_done)
+        with progress:
+            report = score_file(
+                scorer, input_file, out, bundle=bundle, task=task, task_name=classifier.task_name,
+                label_values=list(classifier.task.label_values), text_column=text_column,
+                text_pair_column=text_pair_column, label_column=label_column, batch_size=batch_size,
+                chunk_rows=chunk_rows, precision=precision, resume=resume, restart=restart,
+                on_progress=on_progress, on_note=say,
+            )  # fmt: skip
     except TableError as error:
-        fail(f"{error} (no output was written)")
-    say(f"scored {rows_done} rows -> {out}")
-    if truncated:
+        kept = " (committed chunks kept for --resume)" if resume else " (no output was written)"
+        fail(f"{error}{kept}")
+    finally:
+        scorer.close()
+    if report.already_complete:
+        say(f"the unfinished run had completed {out}; nothing left to do")
+    resumed = f" ({report.resumed_rows} of them committed before this run)" if report.resumed_rows else ""
+    say(f"scored {report.rows} rows -> {out}{resumed}")
+    if report.truncated:
         say(
-            f"note: {truncated} row(s) were longer than {classifier.task.max_length} tokens and were truncated"
+            f"note: {report.truncated} row(s) were longer than {classifier.task.max_length} tokens and were truncated"
         )
     if label_column:
         typer.echo(
-            f"accuracy {correct / rows_done:.4f} ({correct}/{rows_done}) against column {label_column!r}"
+            f"accuracy {report.correct / report.rows:.4f} ({report.correct}/{report.rows}) against column {label_column!r}"
         )
