@@ -100,14 +100,22 @@ def optimize_encoder(path: Path, hf_config) -> dict[str, int]:
 
     Done once here, so loading a bundle does not redo it; returns the fused operator counts. The
     prefix graph's attention does not fuse (its keys/values pass through a Concat, which the BERT
-    optimizer does not match); its layer norms and GELUs do, and the counts say which."""
-    from onnxruntime.transformers import optimizer
+    optimizer does not match); its layer norms and GELUs do, and the counts say which.
 
+    The fused Attention keeps the raw [B, S] mask: by default the optimizer turns the mask into
+    one length per row, which holds only while every row's ones come first, and a row of a task
+    with fewer prompts than its batch has masked prompts between its prompts and its text."""
+    from onnxruntime.transformers import optimizer
+    from onnxruntime.transformers.fusion_options import FusionOptions
+
+    options = FusionOptions("bert")
+    options.use_raw_attention_mask(True)
     fused = optimizer.optimize_model(
         str(path),
         model_type="bert",
         num_heads=hf_config.num_attention_heads,
         hidden_size=hf_config.hidden_size,
+        optimization_options=options,
     )
     fused.save_model_to_file(str(path))
     return {op: n for op, n in fused.get_fused_operator_statistics().items() if n}

@@ -88,6 +88,7 @@ class Bundle:
             self.embed, graphs.EMBED, manifest.embed_file, dims={"hidden": manifest.backbone.hidden_size}
         )
         self._encoders: dict[str, object] = {}  # prompt kind -> session
+        self._encoder_inputs: dict[str, set[str]] = {}  # prompt kind -> its session's input names
         self._generators: dict[str, TaskGenerator] = {}
         self._text_encoders: dict[int, TextEncoder] = {}
         self._lock = threading.Lock()  # guards the lazily opened sessions above, nothing else
@@ -149,6 +150,7 @@ class Bundle:
         dims = {"hidden": self.manifest.backbone.hidden_size, "layers": self.manifest.backbone.num_layers}
         graphs.check_session(session, graphs.ENCODERS[task.kind], file, dims=dims)
         self._encoders[task.kind] = session
+        self._encoder_inputs[task.kind] = {i.name for i in session.get_inputs()}
 
     def text_encoder(self, max_length: int) -> TextEncoder:
         """Tokenization with a task's token budget (tasks may differ; each budget gets its own)."""
@@ -233,8 +235,7 @@ class Bundle:
         return list(groups.values())
 
     def _takes_prompt_mask(self) -> bool:
-        encoder = self._encoders[graphs.PREPEND]
-        return graphs.PROMPT_MASK.name in {i.name for i in encoder.get_inputs()}
+        return graphs.PROMPT_MASK.name in self._encoder_inputs[graphs.PREPEND]
 
     def _batch_logits(self, batch: TokenBatch, tasks: list[TaskGenerator]) -> list[np.ndarray]:
         """One padded batch through the graphs; tasks[i] is row i's task (all of one prompt kind)."""
@@ -284,7 +285,7 @@ class Bundle:
             if layer_prompts is None:
                 layer_prompts = np.zeros((1, backbone.num_layers, longest, h), dtype=np.float32)
             feeds.update(prompt_embeds=prompt_embeds, layer_prompts=layer_prompts)
-            if self._takes_prompt_mask():
+            if graphs.PROMPT_MASK.name in self._encoder_inputs[kind]:
                 feeds["prompt_mask"] = prompt_mask
             (hidden,) = self._encoders[kind].run(None, feeds)  # [B, P+T, H]
             token_states = hidden[:, longest:]  # the real text's states, prompts left out
