@@ -77,6 +77,11 @@ class Classifier:
         return cls(bundle_dir, read_manifest(bundle_dir), task, providers, threads, precision)
 
     @property
+    def encoder(self):
+        """The ONNX Runtime session of the shared encoder graph this task runs through."""
+        return self.bundle._encoders[self.generator.kind]
+
+    @property
     def encoder_text(self) -> TextEncoder:
         """The tokenization this task's texts get (its token budget)."""
         return self.bundle.text_encoder(self.task.max_length)

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from ipt_edge.scoring import Scorer, chunk_texts, probabilities, scored_table
+from ipt_edge.scoring import Outputs, Scorer, chunk_texts, probabilities, scored_table
 from ipt_edge.tables import Chunk, TableError
 from ipt_edge.tokenization import Text
 
@@ -101,6 +101,7 @@ class IptPredictor:
             bundle, task=task, providers=provider, threads=threads, precision=precision
         )
         self.labels = list(self.classifier.labels)
+        self.outputs = Outputs.single(self.classifier.task_name, self.labels)
         self.text_column = text_column
         self.text_pair_column = text_pair_column
         self.batch_size = batch_size
@@ -110,9 +111,11 @@ class IptPredictor:
         import pyarrow as pa
 
         chunk = Chunk([f"batch row {i + 1}" for i in range(batch.num_rows)], None, batch)
-        texts, _ = chunk_texts(Path("dataset"), chunk, self.text_column, self.text_pair_column, self.labels)
-        probs, truncated = probabilities(self.classifier, texts, self.batch_size)
-        table = scored_table(batch, self.labels, probs)
+        texts, tasks, _ = chunk_texts(
+            Path("dataset"), chunk, self.text_column, self.text_pair_column, self.outputs
+        )
+        probs, truncated = probabilities(self.classifier.bundle, texts, tasks, self.outputs, self.batch_size)
+        table = scored_table(batch, self.outputs, probs)
         if self.count_truncated:  # the batch's count in its first row, for the driver's note
             counts = np.zeros(batch.num_rows, dtype=np.int64)
             counts[:1] = truncated
@@ -177,7 +180,7 @@ class RayScorer(Scorer):
     def __init__(
         self,
         bundle: Path,
-        task: str | None,
+        task: str,
         labels: list[str],
         label_index: dict[str, int],
         *,
@@ -190,7 +193,9 @@ class RayScorer(Scorer):
     ):
         self.ray = ray = import_ray()
         self.bundle = Path(bundle).resolve()
-        self.task, self.labels, self.label_index = task, list(labels), dict(label_index)
+        self.task, self.labels = task, list(labels)
+        self.outputs = Outputs.single(task, self.labels)
+        self.label_indexes = {task: dict(label_index)}
         self.threads, self.batch_size, self.precision, self.text_pair = (
             threads,
             batch_size,
@@ -247,7 +252,7 @@ class RayScorer(Scorer):
         )  # fmt: skip
         self._stream = iter(scored.iter_batches(batch_format="pyarrow", batch_size=None))
 
-    def probabilities(self, texts: list[Text]) -> np.ndarray:
+    def probabilities(self, texts: list[Text], tasks: list[str] | None = None) -> np.ndarray:
         import pyarrow as pa
 
         need, have = len(texts), sum(t.num_rows for t in self._pending)

@@ -64,8 +64,66 @@ PROGRESS_VERSION = 1
 HEAD_BYTES = 1 << 20  # an input's identity hashes its first MiB
 
 
-def added_columns(labels: list[str]) -> list[str]:
-    return ["prediction"] + [f"prob_{label}" for label in labels]
+@dataclass
+class Outputs:
+    """The columns score adds, in groups: each group is a `prediction` column and one
+    `prob_<label>` column per label.
+
+    one task:                 prediction, prob_<label>...                  (`Outputs.single`)
+    several tasks, every row: <task>_prediction, <task>_prob_<label>... per task
+    a task per row (column):  prediction, prob_<label> for every label of every task; a row
+                              fills its own task's labels and leaves the others empty (null)
+
+    A chunk's results are one float matrix [N, K] over the K probability columns (NaN: empty)."""
+
+    groups: list[tuple[str, list[str]]]  # (column prefix, labels): "" or "<task>_"
+    tasks: dict[str, list[int]]  # task -> the probability columns (of K) its labels fill
+    task_column: str | None = None  # the column naming each row's task
+
+    @classmethod
+    def single(cls, task: str, labels: list[str]) -> Outputs:
+        return cls([("", list(labels))], {task: list(range(len(labels)))})
+
+    @classmethod
+    def for_tasks(cls, labels: dict[str, list[str]], task_column: str | None = None) -> Outputs:
+        """`labels`: each task's labels, in output order. Several tasks and no task column: a
+        group per task; with a task column: one group over the union of their labels."""
+        if len(labels) == 1 and task_column is None:
+            ((task, names),) = labels.items()
+            return cls.single(task, names)
+        if task_column is None:
+            groups, tasks, start = [], {}, 0
+            for task, names in labels.items():
+                groups.append((f"{task}_", list(names)))
+                tasks[task] = list(range(start, start + len(names)))
+                start += len(names)
+            return cls(groups, tasks)
+        union = list(dict.fromkeys(name for names in labels.values() for name in names))
+        tasks = {task: [union.index(name) for name in names] for task, names in labels.items()}
+        return cls([("", union)], tasks, task_column)
+
+    @property
+    def added(self) -> list[str]:
+        return [
+            name
+            for prefix, labels in self.groups
+            for name in [f"{prefix}prediction"] + [f"{prefix}prob_{label}" for label in labels]
+        ]
+
+    @property
+    def width(self) -> int:
+        return sum(len(labels) for _, labels in self.groups)
+
+    def predictions(self, probs: np.ndarray) -> list[list[str | None]]:
+        """Per group, each row's most probable label among its filled columns (None: none filled)."""
+        out, start = [], 0
+        for _, labels in self.groups:
+            block = probs[:, start : start + len(labels)]
+            filled = ~np.isnan(block).all(axis=1)
+            best = np.nanargmax(np.where(np.isnan(block), -np.inf, block), axis=1) if len(block) else []
+            out.append([labels[int(b)] if f else None for b, f in zip(best, filled, strict=True)])
+            start += len(labels)
+        return out
 
 
 # ---- rows -> texts -> prediction columns (shared by every engine) -------------------------------
@@ -76,70 +134,113 @@ def chunk_texts(
     chunk: Chunk,
     text_column: str,
     text_pair_column: str | None,
-    labels: list[str],
+    outputs: Outputs,
     label_column: str | None = None,
-    label_index: dict[str, int] | None = None,
-    task_name: str = "",
-    label_values: list[str] | None = None,
-) -> tuple[list[Text], list[int]]:
-    """A chunk's texts (checked) and, with `label_column`, the index of each row's gold label."""
-    added = added_columns(labels)
-    wanted = [c for c in (text_column, text_pair_column, label_column) if c]
+    label_indexes: dict[str, dict[str, int]] | None = None,
+) -> tuple[list[Text], list[str], list[int]]:
+    """A chunk's texts (checked), each row's task (one task, or the task column's), and with
+    `label_column` each row's gold label as a probability column index."""
+    added = outputs.added
+    wanted = [c for c in (text_column, text_pair_column, label_column, outputs.task_column) if c]
     texts: list[Text] = []
+    tasks: list[str] = []
     golds: list[int] = []
+    only = next(iter(outputs.tasks)) if len(outputs.tasks) == 1 else None
     for line, row in zip(chunk.lines, chunk.fields(wanted), strict=True):
         if chunk.table is None:
             clash = [c for c in added if c in row]
             if clash:
                 raise TableError(f"{path}:{line}: already has field(s) {clash}, which score adds")
         texts.append(row_text(path, line, row, text_column, text_pair_column))
-        if label_column:
-            gold = row_label(path, line, row, label_column)
-            if label_index is None or gold not in label_index:
+        task = only
+        if outputs.task_column:
+            task = row_label(path, line, row, outputs.task_column)
+            if task not in outputs.tasks:
                 raise TableError(
-                    f"{path}:{line}: label {gold!r} is not one of task {task_name!r}'s labels "
-                    f"({', '.join(label_values or [])} or {', '.join(labels)})"
+                    f"{path}:{line}: no task {task!r} in the bundle (column {outputs.task_column!r}); "
+                    f"it has: {', '.join(outputs.tasks)}"
                 )
-            golds.append(label_index[gold])
-    return texts, golds
+        tasks.append(task or "")
+        if label_column and task:
+            gold = row_label(path, line, row, label_column)
+            index = (label_indexes or {}).get(task, {})
+            if gold not in index:
+                raise TableError(
+                    f"{path}:{line}: label {gold!r} is not one of task {task!r}'s labels ({', '.join(sorted(index))})"
+                )
+            golds.append(outputs.tasks[task][index[gold]])
+    return texts, tasks, golds
 
 
-def probabilities(classifier: Any, texts: list[Text], batch_size: int) -> tuple[np.ndarray, int]:
-    """[N, C] float32 probabilities, columns in `classifier.labels` order, and how many of the
-    texts were truncated."""
-    result = classifier.classify(texts, batch_size=batch_size)
-    return np.asarray(result.probabilities, dtype=np.float32), int(result.truncated.sum())
+def probabilities(
+    bundle: Any, texts: list[Text], tasks: list[str], outputs: Outputs, batch_size: int
+) -> tuple[np.ndarray, int]:
+    """The chunk's [N, K] float32 probability matrix (NaN where a row's task has no such label),
+    and how many texts were truncated. Rows of every task share batches (Bundle.run)."""
+    matrix = np.full((len(texts), outputs.width), np.nan, dtype=np.float32)
+    if outputs.task_column:
+        result = bundle.run(texts, tasks, batch_size)
+        for row, (task, p) in enumerate(zip(tasks, result.probabilities, strict=True)):
+            matrix[row, outputs.tasks[task]] = p
+        return matrix, int(result.truncated.sum())
+    names = list(outputs.tasks)
+    result = bundle.run(texts * len(names), [name for name in names for _ in texts], batch_size)
+    probs = result.probabilities
+    for k, name in enumerate(names):
+        block = (
+            np.stack(probs[k * len(texts) : (k + 1) * len(texts)])
+            if texts
+            else np.zeros((0, len(outputs.tasks[name])))
+        )
+        matrix[:, outputs.tasks[name]] = block
+    truncated = result.truncated.reshape(len(names), len(texts)).any(axis=0) if texts else np.zeros(0, bool)
+    return matrix, int(truncated.sum())
 
 
-def scored_rows(rows: list[dict[str, Any]], labels: list[str], probs: np.ndarray, fmt: str) -> list[dict]:
-    """Rows with `prediction` and `prob_<label>` added: JSON numbers (6 decimals) for JSONL,
-    6-decimal text for CSV/TSV."""
-    best = probs.argmax(axis=1)
-    for row, scores, index in zip(rows, probs, best, strict=True):
-        row["prediction"] = labels[int(index)]
-        for name, p in zip(labels, scores, strict=True):
-            row[f"prob_{name}"] = finite_or_none(round(float(p), 6)) if fmt == "jsonl" else f"{p:.6f}"
+def scored_rows(rows: list[dict[str, Any]], outputs: Outputs, probs: np.ndarray, fmt: str) -> list[dict]:
+    """Rows with the prediction and probability columns added: JSON numbers (6 decimals) or null
+    for JSONL, 6-decimal text or empty for CSV/TSV."""
+    predictions = outputs.predictions(probs)
+    names = [(prefix, labels) for prefix, labels in outputs.groups]
+    for index, row in enumerate(rows):
+        column = 0
+        for (prefix, labels), predicted in zip(names, predictions, strict=True):
+            row[f"{prefix}prediction"] = predicted[index] if fmt == "jsonl" else predicted[index] or ""
+            for label in labels:
+                p = float(probs[index, column])
+                if fmt == "jsonl":
+                    row[f"{prefix}prob_{label}"] = finite_or_none(round(p, 6))
+                else:
+                    row[f"{prefix}prob_{label}"] = "" if p != p else f"{p:.6f}"
+                column += 1
     return rows
 
 
-def scored_table(table: pa.Table, labels: list[str], probs: np.ndarray) -> pa.Table:
-    """An Arrow table with `prediction` (string) and `prob_<label>` (float32) columns appended."""
+def scored_table(table: pa.Table, outputs: Outputs, probs: np.ndarray) -> pa.Table:
+    """An Arrow table with the prediction (string) and probability (float32, null where empty)
+    columns appended."""
     import pyarrow as pa
 
-    best = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=np.int64)
-    table = table.append_column("prediction", pa.array([labels[int(i)] for i in best], type=pa.string()))
-    for column, name in enumerate(labels):
-        table = table.append_column(f"prob_{name}", pa.array(probs[:, column], type=pa.float32()))
+    column = 0
+    for (prefix, labels), predicted in zip(outputs.groups, outputs.predictions(probs), strict=True):
+        table = table.append_column(f"{prefix}prediction", pa.array(predicted, type=pa.string()))
+        for label in labels:
+            values = probs[:, column]
+            table = table.append_column(
+                f"{prefix}prob_{label}", pa.array(values, type=pa.float32(), mask=np.isnan(values))
+            )
+            column += 1
     return table
 
 
-def output_schema(input_schema: pa.Schema, labels: list[str]) -> pa.Schema:
+def output_schema(input_schema: pa.Schema, outputs: Outputs) -> pa.Schema:
     import pyarrow as pa
 
-    fields = [pa.field("prediction", pa.string())] + [pa.field(f"prob_{n}", pa.float32()) for n in labels]
     schema = input_schema
-    for f in fields:
-        schema = schema.append(f)
+    for prefix, labels in outputs.groups:
+        schema = schema.append(pa.field(f"{prefix}prediction", pa.string()))
+        for label in labels:
+            schema = schema.append(pa.field(f"{prefix}prob_{label}", pa.float32()))
     return schema
 
 
@@ -232,19 +333,22 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 
 class Scorer:
-    """Where probabilities come from: one Classifier in this process. `ipt_edge.ray` has another.
+    """Where probabilities come from: a Bundle in this process. `ipt_edge.ray` has another.
 
     `submit(texts)` sees every chunk's texts first when `needs_all_texts` (a cluster ships them
-    all before results come back in order); `probabilities(texts)` returns each chunk's [N, C]."""
+    all before results come back in order); `probabilities(texts, tasks)` returns each chunk's
+    [N, K] matrix over `outputs`' probability columns."""
 
     needs_all_texts = False
 
-    def __init__(self, classifier: Any, batch_size: int = 32):
-        self.classifier = classifier
+    def __init__(
+        self, bundle: Any, outputs: Outputs, label_indexes: dict[str, dict[str, int]], batch_size: int = 32
+    ):
+        self.bundle = bundle
+        self.outputs = outputs
+        self.label_indexes = label_indexes  # task -> gold label (name or training value) -> index
         self.batch_size = batch_size
-        self.labels: list[str] = list(classifier.labels)
-        self.label_index: dict[str, int] = dict(classifier.label_index)
-        self.last_truncated = 0
+        self.last_truncated = 0  # of the last chunk; a Scorer serves one job
 
     def submit(self, texts: list[Text]) -> None:  # pragma: no cover - only for needs_all_texts
         pass
@@ -252,8 +356,8 @@ class Scorer:
     def run(self) -> None:
         pass
 
-    def probabilities(self, texts: list[Text]) -> np.ndarray:
-        probs, self.last_truncated = probabilities(self.classifier, texts, self.batch_size)
+    def probabilities(self, texts: list[Text], tasks: list[str]) -> np.ndarray:
+        probs, self.last_truncated = probabilities(self.bundle, texts, tasks, self.outputs, self.batch_size)
         return probs
 
     def close(self) -> None:
@@ -266,9 +370,7 @@ def score_file(
     out: Path,
     *,
     bundle: Path,
-    task: str | None = None,
-    task_name: str = "",
-    label_values: list[str] | None = None,
+    task: str | list[str] | None = None,
     text_column: str = "text",
     text_pair_column: str | None = None,
     label_column: str | None = None,
@@ -291,8 +393,8 @@ def score_file(
         raise TableError(f"{out}: is a folder; -o needs a file name")
     if out.resolve() == input_file.resolve():
         raise TableError(f"{out}: the output would overwrite the input; choose another -o")
-    labels = scorer.labels
-    added = added_columns(labels)
+    outputs = scorer.outputs
+    added = outputs.added
     sidecar = sidecar_path(out)
     owned = False  # whether this run may remove the sidecar when it stops
     report = ScoreReport()
@@ -311,7 +413,7 @@ def score_file(
             if first is None:
                 raise TableError(f"{input_file}: no rows to score")
             wanted = {"--text-column": text_column, "--text-pair-column": text_pair_column,
-                      "--label-column": label_column}  # fmt: skip
+                      "--label-column": label_column, "--task-column": outputs.task_column}  # fmt: skip
             require_columns(input_file, reader.columns, wanted)
             clash = [c for c in added if c in reader.columns and reader.format == "parquet"]
             if clash:
@@ -328,7 +430,8 @@ def score_file(
             options = {
                 "bundle_manifest_sha256": bundle_identity(bundle),
                 "task": task,
-                "labels": labels,
+                "task_column": outputs.task_column,
+                "columns": added,
                 "text_column": text_column,
                 "text_pair_column": text_pair_column,
                 "label_column": label_column,
@@ -358,8 +461,7 @@ def score_file(
                 chunks = reader.chunks(chunk_rows)
                 first = next(chunks)
             check = lambda chunk: chunk_texts(  # noqa: E731
-                input_file, chunk, text_column, text_pair_column, labels, label_column,
-                scorer.label_index, task_name, label_values,
+                input_file, chunk, text_column, text_pair_column, outputs, label_column, scorer.label_indexes
             )  # fmt: skip
             if scorer.needs_all_texts:  # a first pass ships every text, results come back in order
                 with TableReader(input_file) as first_pass:
@@ -375,21 +477,22 @@ def score_file(
                         out, reader.columns + added, out_format, append_to=(temp, state.bytes)
                     )
                 for chunk in _after(_chain(first, chunks), state.rows, sidecar):
-                    texts, golds = check(chunk)
-                    probs = scorer.probabilities(texts)
+                    texts, tasks, golds = check(chunk)
+                    probs = scorer.probabilities(texts, tasks)
                     state.truncated += scorer.last_truncated
-                    if golds:
-                        state.correct += int((probs.argmax(axis=1) == np.asarray(golds)).sum())
+                    if golds:  # one group of columns: a row's prediction is its best filled column
+                        predicted = np.argmax(np.where(np.isnan(probs), -np.inf, probs), axis=1)
+                        state.correct += int((predicted == np.asarray(golds)).sum())
                     if out_format == "parquet":
                         table = (
                             chunk.table if chunk.table is not None else _arrow(chunk, schema, as_json, out)
                         )
                         part = AtomicTableWriter(
                             sidecar / f"part-{state.parts:06d}.parquet", [], "parquet",
-                            schema=output_schema(schema, labels), temp_dir=sidecar,
+                            schema=output_schema(schema, outputs), temp_dir=sidecar,
                         )  # fmt: skip
                         try:
-                            part.write_table(scored_table(table, labels, probs))
+                            part.write_table(scored_table(table, outputs, probs))
                         except BaseException:
                             part.abort()
                             raise
@@ -402,7 +505,7 @@ def score_file(
                                 out, reader.columns + added, out_format, temp_dir=sidecar
                             )
                             state.temp = writer.temp.name
-                        for row in scored_rows(chunk.rows, labels, probs, out_format):
+                        for row in scored_rows(chunk.rows, outputs, probs, out_format):
                             writer.write(row)
                         state.bytes = writer.checkpoint()
                     state.rows += len(chunk)
@@ -412,7 +515,7 @@ def score_file(
                 # Complete: the output waits in the sidecar, recorded, then one rename publishes it.
                 if out_format == "parquet":
                     writer = AtomicTableWriter(
-                        out, [], "parquet", schema=output_schema(schema, labels), temp_dir=sidecar
+                        out, [], "parquet", schema=output_schema(schema, outputs), temp_dir=sidecar
                     )
                     _, pq = pyarrow_modules(out)
                     for index in range(state.parts):

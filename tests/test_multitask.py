@@ -174,7 +174,7 @@ def test_generator_outputs_off_the_manifest_are_refused_at_load(multi, tmp_path)
     copy = tmp_path / "b"
     shutil.copytree(multi, copy)
     manifest = json.loads((copy / "manifest.json").read_text())
-    manifest["tasks"]["mlp4"]["prompt_length"] = 5
+    manifest["tasks"]["mlp4"].update(prompt_length=5, max_length=50)
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(
         BundleError, match=r"generator.onnx: prompt_embeds has prompts = 4, but the manifest says 5"

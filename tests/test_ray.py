@@ -58,7 +58,7 @@ def test_the_predictor_sets_onnx_runtime_threads_to_its_cpus(bundle):
     from ipt_edge.ray import IptPredictor
 
     predictor = IptPredictor(bundle, threads=2)
-    assert predictor.classifier.backbone.get_session_options().intra_op_num_threads == 2
+    assert predictor.classifier.encoder.get_session_options().intra_op_num_threads == 2
 
 
 def test_engine_ray_writes_the_local_output(cluster, bundle, tmp_path):

@@ -8,10 +8,12 @@ from typing import Annotated
 import typer
 
 from ipt_edge.cli.app import (
+    AllTasksOption,
     BatchSizeOption,
     BundleOption,
     PrecisionOption,
     ProviderOption,
+    TasksOption,
     ThreadsOption,
     app,
     fail,
@@ -37,7 +39,16 @@ def score(
         ),
     ],
     bundle: BundleOption = Path("bundle"),
-    task: Annotated[str | None, typer.Option("--task", "-t", help="Task in the bundle.")] = None,
+    task: TasksOption = None,
+    all_tasks: AllTasksOption = False,
+    task_column: Annotated[
+        str | None,
+        typer.Option(
+            help="Score each row with the task this column names (rows of different tasks share "
+            "batches); adds `prediction` and `prob_<label>` for every label of the bundle's tasks, "
+            "empty where a label is not the row's task's."
+        ),
+    ] = None,
     text_column: Annotated[str, typer.Option(help="Column with the text.")] = "text",
     text_pair_column: Annotated[
         str | None, typer.Option(help="Column with the second text (pair tasks).")
@@ -93,6 +104,9 @@ def score(
 ) -> None:
     """Score a file: adds `prediction` and one `prob_<label>` column per label.
 
+    Several tasks in one pass: --task A --task B (or --all-tasks) adds `A_prediction`,
+    `A_prob_<label>`, ... per task; --task-column COL scores each row with the task it names.
+
     The output's format follows its suffix (default: the input's), so CSV in, Parquet out works.
     Every input field is kept as it was (JSONL: each row's own keys with their JSON types; Parquet:
     every column with its Arrow type; probabilities are float32 columns in Parquet).
@@ -119,7 +133,7 @@ def score(
         TimeRemainingColumn,
     )
 
-    from ipt_edge.scoring import Scorer, score_file
+    from ipt_edge.scoring import Outputs, Scorer, score_file
 
     if engine not in ("local", "ray"):
         fail(f"--engine must be local or ray, got {engine!r}")
@@ -133,22 +147,40 @@ def score(
         fail(f"{out}: is a folder; -o needs a file name")
     if out.resolve() == input_file.resolve():
         fail(f"{out}: the output would overwrite the input; choose another -o")
-    _, (classifier,) = open_bundle(bundle, [task] if task else None, False, provider, threads, precision)
-    if classifier.task.text_pair and not text_pair_column:
-        fail(f"task {classifier.task_name!r} takes text pairs: pass --text-pair-column")
+    if task_column and (task or all_tasks):
+        fail("--task-column scores each row with its own task; leave out --task and --all-tasks")
+    loaded, classifiers = open_bundle(
+        bundle, task, all_tasks or bool(task_column), provider, threads, precision
+    )
+    if not task and not all_tasks and not task_column and len(classifiers) > 1:
+        names = ", ".join(c.task_name for c in classifiers)
+        fail(
+            f"the bundle has {len(classifiers)} tasks ({names}): choose with --task (repeatable), --all-tasks, or --task-column"
+        )
+    for classifier in classifiers:
+        if classifier.task.text_pair != bool(text_pair_column):
+            fail(
+                f"task {classifier.task_name!r} takes {'text pairs: pass --text-pair-column' if classifier.task.text_pair else 'single texts: leave out --text-pair-column'}"
+            )
+    if label_column and len(classifiers) > 1 and not task_column:
+        fail("--label-column with several tasks needs --task-column (which task each gold label is for)")
+    outputs = Outputs.for_tasks({c.task_name: c.labels for c in classifiers}, task_column)
+    classifier = classifiers[0]
     if engine == "ray":
+        if len(classifiers) > 1:
+            fail("--engine ray scores one task per run; pass one --task")
         from ipt_edge.ray import RayScorer, RayUnavailable
 
         try:
             scorer: Scorer = RayScorer(
-                bundle, task, classifier.labels, classifier.label_index, address=address,
+                bundle, classifier.task_name, classifier.labels, classifier.label_index, address=address,
                 workers=workers, threads=threads or 1, batch_size=batch_size, precision=precision,
                 text_pair=bool(text_pair_column),
             )  # fmt: skip
         except RayUnavailable as error:
             fail(str(error))
     else:
-        scorer = Scorer(classifier, batch_size)
+        scorer = Scorer(loaded, outputs, {c.task_name: c.label_index for c in classifiers}, batch_size)
     parquet_in = input_file.is_dir() or input_file.suffix.lower() in (".parquet", ".pq")
     progress = Progress(TextColumn("scoring"), BarColumn(),
                         MofNCompleteColumn() if parquet_in else DownloadColumn(), TimeRemainingColumn(),
@@ -161,8 +193,7 @@ def score(
     try:
         with progress:
             report = score_file(
-                scorer, input_file, out, bundle=bundle, task=task, task_name=classifier.task_name,
-                label_values=list(classifier.task.label_values), text_column=text_column,
+                scorer, input_file, out, bundle=bundle, task=[c.task_name for c in classifiers], text_column=text_column,
                 text_pair_column=text_pair_column, label_column=label_column, batch_size=batch_size,
                 chunk_rows=chunk_rows, precision=precision, resume=resume, restart=restart,
                 on_progress=on_progress, on_note=say,
@@ -178,7 +209,7 @@ def score(
     say(f"scored {report.rows} rows -> {out}{resumed}")
     if report.truncated:
         say(
-            f"note: {report.truncated} row(s) were longer than {classifier.task.max_length} tokens and were truncated"
+            f"note: {report.truncated} row(s) were longer than the token budget ({classifier.task.max_length}) and were truncated"
         )
     if label_column:
         typer.echo(
