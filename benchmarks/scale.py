@@ -86,7 +86,10 @@ def child(args: argparse.Namespace) -> None:
             {
                 "rows": report.rows,
                 "startup_s": first_time - START,
-                "rows_per_s": (report.rows - first_rows) / (end - first_time),
+                # rows after the first chunk over the time after it (0 when there was one chunk)
+                "rows_per_s": (report.rows - first_rows) / (end - first_time)
+                if report.rows > first_rows
+                else 0.0,
                 "total_s": end - START,
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             }
@@ -147,7 +150,7 @@ def main() -> None:
     for name, r in results.items():
         print(f"| {labels[name]} | {r['rows']:,} | {r['startup_s']:.1f} | {r['rows_per_s']:.0f} | "
               f"{r['total_s']:.1f} | {r['peak_rss_mb']:.0f} |")  # fmt: skip
-    if "ray" in results and "local" in results:
+    if "ray" in results and results.get("local", {}).get("rows_per_s"):
         ratio = results["ray"]["rows_per_s"] / results["local"]["rows_per_s"]
         print(f"\nRay / one process, rows/s after start-up: {ratio:.2f}x (target >= 0.90x)")
     if "local" in results and "local-small" in results:

@@ -66,6 +66,8 @@ def import_ray() -> Any:
 def _quiet_data_context(ray: Any, preserve_order: bool) -> None:
     for name in ("ray", "ray.data"):  # start-up and per-dataset INFO lines; warnings still show
         logging.getLogger(name).setLevel(logging.WARNING)
+    # We turn Ray's progress bars off (the command draws its own), and Ray warns that it is off.
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
@@ -152,6 +154,8 @@ def score_dataset(
     if not ray.is_initialized():
         raise RayUnavailable("call ray.init(...) before score_dataset")
     _quiet_data_context(ray, preserve_order)
+    if preserve_order:  # a Dataset keeps the context of its creation: set it on `ds` too
+        ds.context.execution_options.preserve_order = True
     if workers is None:
         cpus = int(ray.cluster_resources().get("CPU", 1))
         workers = max(1, cpus // threads - 1) if cpus // threads > 1 else 1
@@ -240,6 +244,7 @@ class RayScorer(Scorer):
         self._batch_rows = max(self._batch_rows, len(texts))
 
     def run(self) -> None:
+        _quiet_data_context(self.ray, preserve_order=True)  # before the Dataset copies the context
         ds = self.ray.data.from_arrow_refs(self._refs)
         # A chunk is a block and goes to one actor: more actors than chunks would idle (Ray warns).
         self.workers = max(1, min(self.workers, len(self._refs)))

@@ -93,8 +93,10 @@ def test_engine_ray_on_its_own_local_cluster_prints_no_warnings(bundle, tmp_path
     source = write_tsv(tmp_path / "in.tsv", ["text"], [(t,) for t, _ in sentiment_rows(40, seed=34)])
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     result = subprocess.run([*CLI, "score", str(source), "-o", str(tmp_path / "out.tsv"), "-b", str(bundle),
-                             "--engine", "ray", "--workers", "2"], capture_output=True, text=True, env=env,
+                             "--engine", "ray", "--workers", "2", "--chunk-rows", "5"], capture_output=True, text=True, env=env,
                             timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip() == f"scored 40 rows -> {tmp_path / 'out.tsv'}", result.stderr
     assert result.stdout.strip() == ""  # (Ray leaves one blank line on stdout)
+    texts = [line.split("\t")[0] for line in (tmp_path / "out.tsv").read_text().splitlines()[1:]]
+    assert texts == [t for t, _ in sentiment_rows(40, seed=34)]  # in input order, 8 chunks, 2 actors
