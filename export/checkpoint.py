@@ -111,8 +111,15 @@ def is_checkpoint(path: Path) -> bool:
 
 
 def check_out_dir(out_dir: str | Path, replace: bool) -> None:
-    """Refuse an output that exists, unless `replace` and it is a checkpoint (never anything else)."""
+    """Refuse an output that exists, unless `replace` and it is a checkpoint (never anything else),
+    and one whose folder cannot be written (found now, not after training)."""
     out_dir = Path(out_dir)
+    try:
+        temp_dir_beside(out_dir).rmdir()
+    except OSError as error:
+        raise CheckpointError(
+            f"{out_dir}: cannot write a checkpoint there ({error.strerror or error})"
+        ) from None
     if not out_dir.exists() and not out_dir.is_symlink():
         return
     if not replace:

@@ -122,6 +122,9 @@ class Bundle:
 
     def generator(self, name: str) -> TaskGenerator:
         """The task's generator and head (opened on first use), and its prompt kind's encoder."""
+        task = self._generators.get(name)  # opened already: no lock needed to read it
+        if task is not None:
+            return task
         with self._lock:
             if name not in self._generators:
                 task = TaskGenerator(self.manifest, name, self._read, self._session)

@@ -112,6 +112,9 @@ class IptPredictor:
     def __call__(self, batch: Any) -> Any:
         import pyarrow as pa
 
+        clash = [c for c in self.outputs.added if c in batch.schema.names]
+        if clash:
+            raise TableError(f"the dataset already has column(s) {clash}, which scoring adds")
         chunk = Chunk([f"batch row {i + 1}" for i in range(batch.num_rows)], None, batch)
         texts, tasks, _ = chunk_texts(
             Path("dataset"), chunk, self.text_column, self.text_pair_column, self.outputs
@@ -194,8 +197,10 @@ class RayScorer(Scorer):
         batch_size: int = 32,
         precision: str = "fp32",
         text_pair: bool = False,
+        provider: str = "cpu",
     ):
         self.ray = ray = import_ray()
+        self.provider = provider
         self.bundle = Path(bundle).resolve()
         self.task, self.labels = task, list(labels)
         self.outputs = Outputs.single(task, self.labels)
@@ -206,7 +211,6 @@ class RayScorer(Scorer):
             precision,
             text_pair,
         )
-        self.last_truncated = 0
         self._started = not ray.is_initialized()
         if self._started:
             try:
@@ -253,11 +257,11 @@ class RayScorer(Scorer):
             ds, self.bundle, self.task, text_column="text",
             text_pair_column="text_pair" if self.text_pair else None, workers=self.workers,
             threads=self.threads, batch_size=self.batch_size, batch_rows=self._batch_rows,
-            precision=self.precision, preserve_order=True, count_truncated=True,
+            precision=self.precision, provider=self.provider, preserve_order=True, count_truncated=True,
         )  # fmt: skip
         self._stream = iter(scored.iter_batches(batch_format="pyarrow", batch_size=None))
 
-    def probabilities(self, texts: list[Text], tasks: list[str] | None = None) -> np.ndarray:
+    def probabilities(self, texts: list[Text], tasks: list[str] | None = None) -> tuple[np.ndarray, int]:
         import pyarrow as pa
 
         need, have = len(texts), sum(t.num_rows for t in self._pending)
@@ -280,10 +284,9 @@ class RayScorer(Scorer):
         if not np.array_equal(ids, np.arange(self._next, self._next + need)):
             raise RuntimeError("Ray Data returned rows out of order, lost or duplicated")
         self._next += need
-        self.last_truncated = int(taken.column(TRUNCATED).to_numpy().sum())
-        return np.stack(
-            [taken.column(f"prob_{label}").to_numpy().astype(np.float32) for label in self.labels], axis=1
-        )
+        truncated = int(taken.column(TRUNCATED).to_numpy().sum())
+        probs = [taken.column(f"prob_{label}").to_numpy().astype(np.float32) for label in self.labels]
+        return np.stack(probs, axis=1), truncated
 
     def close(self) -> None:
         if self._stream is not None:  # let Ray's iterator finish before its cluster goes

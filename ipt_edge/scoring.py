@@ -31,7 +31,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -297,12 +297,9 @@ class _State:
     temp: str | None = None  # CSV/TSV/JSONL: the growing output file
     bytes: int = 0
     final: str | None = None  # set once the complete output waits in the sidecar for its rename
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        data = {"version": PROGRESS_VERSION, **self.__dict__}
-        data.pop("extra")
-        return json.dumps(data, indent=1)
+        return json.dumps({"version": PROGRESS_VERSION, **self.__dict__}, indent=1)
 
 
 def _read_state(sidecar: Path) -> _State | None:
@@ -337,7 +334,7 @@ class Scorer:
 
     `submit(texts)` sees every chunk's texts first when `needs_all_texts` (a cluster ships them
     all before results come back in order); `probabilities(texts, tasks)` returns each chunk's
-    [N, K] matrix over `outputs`' probability columns."""
+    [N, K] matrix over `outputs`' probability columns, and how many of the texts were truncated."""
 
     needs_all_texts = False
 
@@ -348,7 +345,6 @@ class Scorer:
         self.outputs = outputs
         self.label_indexes = label_indexes  # task -> gold label (name or training value) -> index
         self.batch_size = batch_size
-        self.last_truncated = 0  # of the last chunk; a Scorer serves one job
 
     def submit(self, texts: list[Text]) -> None:  # pragma: no cover - only for needs_all_texts
         pass
@@ -356,9 +352,8 @@ class Scorer:
     def run(self) -> None:
         pass
 
-    def probabilities(self, texts: list[Text], tasks: list[str]) -> np.ndarray:
-        probs, self.last_truncated = probabilities(self.bundle, texts, tasks, self.outputs, self.batch_size)
-        return probs
+    def probabilities(self, texts: list[Text], tasks: list[str]) -> tuple[np.ndarray, int]:
+        return probabilities(self.bundle, texts, tasks, self.outputs, self.batch_size)
 
     def close(self) -> None:
         pass
@@ -478,8 +473,8 @@ def score_file(
                     )
                 for chunk in _after(_chain(first, chunks), state.rows, sidecar):
                     texts, tasks, golds = check(chunk)
-                    probs = scorer.probabilities(texts, tasks)
-                    state.truncated += scorer.last_truncated
+                    probs, truncated = scorer.probabilities(texts, tasks)
+                    state.truncated += truncated
                     if golds:  # one group of columns: a row's prediction is its best filled column
                         predicted = np.argmax(np.where(np.isnan(probs), -np.inf, probs), axis=1)
                         state.correct += int((predicted == np.asarray(golds)).sum())
@@ -500,7 +495,7 @@ def score_file(
                         state.parts += 1
                     else:
                         if writer is None:
-                            sidecar.mkdir(exist_ok=True)
+                            _make(sidecar)
                             writer = AtomicTableWriter(
                                 out, reader.columns + added, out_format, temp_dir=sidecar
                             )
@@ -570,9 +565,16 @@ def _arrow(chunk: Chunk, schema: pa.Schema, as_json: set[str], out: Path) -> pa.
         ) from None
 
 
-def _save(sidecar: Path, state: _State) -> None:
+def _make(sidecar: Path) -> None:
     try:
-        sidecar.mkdir(exist_ok=True)
+        sidecar.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise TableError(f"{sidecar}: cannot write it ({error.strerror or error})") from None
+
+
+def _save(sidecar: Path, state: _State) -> None:
+    _make(sidecar)
+    try:
         write_text_atomic(sidecar / PROGRESS_FILE, state.to_json())
     except OSError as error:
         raise TableError(f"{sidecar}: cannot write it ({error.strerror or error})") from None

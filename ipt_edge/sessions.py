@@ -5,7 +5,9 @@ Asking for CUDA where ONNX Runtime cannot use it is an error, never a silent fal
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
 import onnxruntime as ort
@@ -68,7 +70,16 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
 # Graphs are loaded from their checked bytes, never by path: ONNX Runtime would then read
 # "external data" files the graph names, which no checksum covers. From bytes it looks for them in
 # this folder, which stays empty, so a graph with external data is refused.
-_NO_EXTERNAL_DATA = tempfile.mkdtemp(prefix="ipt-edge-no-external-data-")
+_no_external_data: str | None = None
+
+
+def _empty_folder() -> str:
+    """Made once per process, on first use, and removed at exit."""
+    global _no_external_data
+    if _no_external_data is None:
+        _no_external_data = tempfile.mkdtemp(prefix="ipt-edge-no-external-data-")
+        atexit.register(shutil.rmtree, _no_external_data, True)
+    return _no_external_data
 
 
 def create_session(
@@ -76,9 +87,7 @@ def create_session(
 ) -> ort.InferenceSession:
     """A session for the graph `model` (its bytes, already checked); `name` is for messages."""
     options = session_options(threads)
-    options.add_session_config_entry(
-        "session.model_external_initializers_file_folder_path", _NO_EXTERNAL_DATA
-    )
+    options.add_session_config_entry("session.model_external_initializers_file_folder_path", _empty_folder())
     try:
         session = ort.InferenceSession(model, sess_options=options, providers=providers)
     except Exception as error:  # ORT raises its own exception types (Fail, InvalidGraph, ...)

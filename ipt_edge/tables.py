@@ -384,7 +384,8 @@ def as_text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=json_default)
 
 
-def _encodable(text: str) -> bool:
+def is_utf8(text: str) -> bool:
+    """Whether the text can be written as UTF-8 (no lone surrogates)."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -425,7 +426,7 @@ def row_text(path: Path, line: Any, row: dict[str, Any], column: str, pair_colum
             raise TableError(f"{path}:{line}: column {name!r} should be a string, got {_shown(value)}")
         if not value.strip():
             raise TableError(f"{path}:{line}: column {name!r} is empty")
-        if not _encodable(value):
+        if not is_utf8(value):
             raise TableError(
                 f"{path}:{line}: column {name!r} holds a lone surrogate (\\ud800-\\udfff), not text"
             )
@@ -614,7 +615,7 @@ class AtomicTableWriter:
                 raise TableError(
                     f"{self.path}: row {self._rows} holds NaN or Infinity, which JSON cannot"
                 ) from None
-            if not _encodable(text):  # a lone surrogate read from a JSON escape: write it escaped again
+            if not is_utf8(text):  # a lone surrogate read from a JSON escape: write it escaped again
                 text = json.dumps(row, ensure_ascii=True, allow_nan=False, default=json_default)
             self._file.write(text + "\n")
             return
@@ -626,7 +627,7 @@ class AtomicTableWriter:
             )
         values = [as_text(row.get(c)) for c in self.columns]
         for column, value in zip(self.columns, values, strict=True):
-            if not _encodable(value):
+            if not is_utf8(value):
                 raise TableError(
                     f"{self.path}: row {self._rows}, column {column!r} holds a lone surrogate, which a "
                     f"{self.format.upper()} file cannot; write a .jsonl output instead"

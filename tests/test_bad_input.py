@@ -425,3 +425,21 @@ def test_a_task_needing_more_positions_than_the_backbone_has_is_refused_at_load(
     edit_manifest(copy, lambda m: m["tasks"]["sentiment"].update(max_length=62))  # + P 4 > 64 positions
     with pytest.raises(BundleError, match="needs 66 positions"):
         Classifier.load(copy)
+
+
+def test_score_creates_a_missing_output_folder(bundle, tmp_path):
+    source = write_tsv(tmp_path / "in.tsv", ["text"], [("good",)])
+    result = run("score", source, "-o", tmp_path / "new" / "deeper" / "out.tsv", "-b", bundle)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "new" / "deeper" / "out.tsv").read_text().startswith("text\tprediction")
+    assert listing(tmp_path / "new" / "deeper") == ["out.tsv"]
+
+
+def test_train_refuses_an_output_folder_it_cannot_write_before_training(
+    tiny_backbone, sentiment_files, tmp_path
+):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = run("train", sentiment_files[0], "-o", blocker / "ckpt", "--backbone", tiny_backbone)
+    assert result.exit_code == 2
+    assert "cannot write a checkpoint there" in result.output and "tuned parameters" not in result.output

@@ -28,7 +28,7 @@ def export(
         float, typer.Option(min=0.0, help="Largest |logit difference| ONNX Runtime vs PyTorch accepted.")
     ] = 1e-4,
     optimize: Annotated[
-        bool, typer.Option(help="Fuse attention, GELU and layer norms in the backbone graph (new bundles).")
+        bool, typer.Option(help="Fuse attention, GELU and layer norms in an encoder graph the export adds.")
     ] = True,
     quantize: Annotated[
         str | None,

@@ -22,7 +22,7 @@ from ipt_edge.cli.app import (
     open_bundle,
     say,
 )
-from ipt_edge.tables import finite_or_none
+from ipt_edge.tables import finite_or_none, is_utf8
 
 
 def _stdin_lines() -> list[str]:
@@ -33,14 +33,6 @@ def _stdin_lines() -> list[str]:
         except UnicodeDecodeError:
             fail(f"stdin line {number}: not valid UTF-8")
     return lines
-
-
-def _valid_utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")  # an argument of invalid UTF-8 arrives with lone surrogates
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 @app.command()
@@ -62,7 +54,7 @@ def predict(
     """Classify texts: prints label, probability and text, one line each (pair tasks: TEXT<tab>PAIR).
 
     With several tasks (--task A --task B, --all-tasks, or no --task on a bundle of several), every
-    text is answered by each of them in one pass: `A:label p  B:label p  text`, or with --json one
+    text is answered by each of them in one pass, `A:label p<TAB>B:label p<TAB>text`, or with --json one
     object per text whose "tasks" hold each task's label and probabilities.
     """
     from_stdin = not texts
@@ -71,7 +63,7 @@ def predict(
         fail("no texts: pass them as arguments or one per line on stdin")
     where = [f"stdin line {i + 1}" if from_stdin else f"text {i + 1}" for i in range(len(items))]
     for place, text in zip(where, items, strict=True):
-        if not _valid_utf8(text):
+        if not is_utf8(text):  # an argument of invalid UTF-8 arrives with lone surrogates
             fail(f"{place} is not valid UTF-8")
         if not text.strip():
             fail(f"{place} is empty")
@@ -97,7 +89,8 @@ def predict(
         fail(str(error))
     if result.truncated.any():
         say(
-            f"note: {int(result.truncated[: len(inputs)].sum())} text(s) were longer than the token budget and were truncated"
+            f"note: {int(result.truncated.reshape(len(names), len(inputs)).any(axis=0).sum())} text(s) were "
+            "longer than a task's token budget and were truncated"
         )
     probabilities = result.probabilities
     for index, text in enumerate(items):

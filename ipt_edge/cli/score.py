@@ -143,10 +143,6 @@ def score(
         fail(
             "--resume and --restart exclude each other: --resume continues an unfinished run, --restart discards it"
         )
-    if out.is_dir():
-        fail(f"{out}: is a folder; -o needs a file name")
-    if out.resolve() == input_file.resolve():
-        fail(f"{out}: the output would overwrite the input; choose another -o")
     if task_column and (task or all_tasks):
         fail("--task-column scores each row with its own task; leave out --task and --all-tasks")
     loaded, classifiers = open_bundle(
@@ -167,15 +163,15 @@ def score(
     outputs = Outputs.for_tasks({c.task_name: c.labels for c in classifiers}, task_column)
     classifier = classifiers[0]
     if engine == "ray":
-        if len(classifiers) > 1:
-            fail("--engine ray scores one task per run; pass one --task")
+        if len(classifiers) > 1 or task_column:
+            fail("--engine ray scores one task per run; pass one --task (no --task-column)")
         from ipt_edge.ray import RayScorer, RayUnavailable
 
         try:
             scorer: Scorer = RayScorer(
                 bundle, classifier.task_name, classifier.labels, classifier.label_index, address=address,
                 workers=workers, threads=threads or 1, batch_size=batch_size, precision=precision,
-                text_pair=bool(text_pair_column),
+                text_pair=bool(text_pair_column), provider=provider,
             )  # fmt: skip
         except RayUnavailable as error:
             fail(str(error))
@@ -208,9 +204,7 @@ def score(
     resumed = f" ({report.resumed_rows} of them committed before this run)" if report.resumed_rows else ""
     say(f"scored {report.rows} rows -> {out}{resumed}")
     if report.truncated:
-        say(
-            f"note: {report.truncated} row(s) were longer than the token budget ({classifier.task.max_length}) and were truncated"
-        )
+        say(f"note: {report.truncated} row(s) were longer than their task's token budget and were truncated")
     if label_column:
         typer.echo(
             f"accuracy {report.correct / report.rows:.4f} ({report.correct}/{report.rows}) against column {label_column!r}"

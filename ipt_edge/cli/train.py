@@ -14,7 +14,12 @@ from ipt_edge.tables import TableError
 @app.command()
 def train(
     train_file: Annotated[Path, typer.Argument(help="Labelled rows: .csv, .tsv or .jsonl with a header.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Checkpoint folder to write (must not exist).")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", "-o", help="Checkpoint folder to write; an existing one is refused unless --replace."
+        ),
+    ],
     replace: Annotated[
         bool,
         typer.Option(
@@ -99,3 +104,5 @@ def train(
         training.train(options, progress=say)
     except (TableError, CheckpointError, ValueError) as error:
         fail(str(error))
+    except OSError as error:
+        fail(f"{error.filename or out}: {error.strerror or error}")
