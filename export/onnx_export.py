@@ -322,8 +322,6 @@ def export_checkpoint(
             f"{checkpoint_dir}: the checkpoint holds {len(samples)} sample inputs; parity needs 2+"
         )
     kind = graphs.prompt_kind(model.config.generator)
-    if int8 and kind == graphs.PREFIX:
-        raise ExportError(f"--quantize int8 is not available for prefix tasks ({model.config.generator}) yet")
     bundle_dir = Path(bundle_dir)
     if bundle_dir.is_dir() and any(bundle_dir.iterdir()):
         return _add_task(
@@ -341,8 +339,9 @@ def export_checkpoint(
         if fusions:
             log(f"fused the encoder: {fusions}")
         if int8:
-            quantize_encoder(stage / manifest.encoder_file, stage / "encoder.int8.onnx")
-            manifest.encoder_int8_file = "encoder.int8.onnx"
+            quantized = graphs.INT8_ENCODER_FILES[kind]
+            quantize_encoder(stage / graphs.encoder_file(manifest, kind), stage / quantized)
+            graphs.set_encoder_file(manifest, kind, "int8", quantized)
         for relative in manifest.shared_files():
             manifest.files[relative] = file_record(stage / relative)
         deep = export_task(model, source.tokenizer_path, samples, stage / "tasks" / name)
@@ -406,7 +405,8 @@ def _add_task(
     final = bundle_dir / "tasks" / name
     stage = temp_dir_beside(final)
     old = None
-    new_int8 = bundle_dir / "encoder.int8.onnx" if int8 and not manifest.encoder_int8_file else None
+    has_int8 = graphs.encoder_file(manifest, kind, "int8")
+    new_int8 = bundle_dir / graphs.INT8_ENCODER_FILES[kind] if int8 and not has_int8 else None
     try:
         updated = replace(manifest, tasks=dict(manifest.tasks), files=dict(manifest.files))
         if (
@@ -414,9 +414,9 @@ def _add_task(
         ):  # the first task of its prompt kind: a new shared file, named by the manifest at the end
             add_encoder(updated, bundle_dir, source, kind, optimize)
         if new_int8:  # a new shared file, named by the manifest only at the end
-            quantize_encoder(verified_path(bundle_dir, updated, updated.encoder_file), new_int8)
-            updated.encoder_int8_file = "encoder.int8.onnx"
-            updated.files["encoder.int8.onnx"] = file_record(bundle_dir / "encoder.int8.onnx")
+            quantize_encoder(verified_path(bundle_dir, updated, graphs.encoder_file(updated, kind)), new_int8)
+            graphs.set_encoder_file(updated, kind, "int8", new_int8.name)
+            updated.files[new_int8.name] = file_record(new_int8)
         deep = export_task(model, source.tokenizer_path, samples, stage)
         staged = replace(updated, tasks=dict(updated.tasks), files=dict(updated.files))
         _record_task(staged, bundle_dir, name, task_info(model, f"tasks/{stage.name}", deep, float("nan")))

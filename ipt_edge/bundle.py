@@ -104,6 +104,7 @@ class Manifest:
     # a prefix task is added, and its fusions.
     encoder_prefix_file: str = ""
     encoder_prefix_fusions: dict = field(default_factory=dict)
+    encoder_prefix_int8_file: str = ""  # optional on read too: the prefix encoder, quantized
     tasks: dict[str, TaskInfo] = field(default_factory=dict)
     files: dict[str, FileRecord] = field(default_factory=dict)
     format: str = FORMAT
@@ -116,7 +117,7 @@ class Manifest:
 
     def shared_files(self) -> list[str]:
         files = [self.tokenizer_file, self.embed_file, self.encoder_file, self.encoder_int8_file]
-        return [f for f in [*files, self.encoder_prefix_file] if f]
+        return [f for f in [*files, self.encoder_prefix_file, self.encoder_prefix_int8_file] if f]
 
     def task(self, name: str | None) -> tuple[str, TaskInfo]:
         """The task called `name`; with None, the only task (an error if there are several)."""
@@ -239,7 +240,11 @@ def parse_manifest(text: str) -> Manifest:
     for key in ("tokenizer_file", "embed_file", "encoder_file", "encoder_int8_file"):
         setattr(manifest, key, _field(data, key, str, ""))
     manifest.encoder_fusions = _field(data, "encoder_fusions", dict, "")
-    for key, kind in (("encoder_prefix_file", str), ("encoder_prefix_fusions", dict)):
+    for key, kind in (
+        ("encoder_prefix_file", str),
+        ("encoder_prefix_fusions", dict),
+        ("encoder_prefix_int8_file", str),
+    ):
         if key in data:  # optional: absent from bundles without prefix tasks written before them
             setattr(manifest, key, _field(data, key, kind, ""))
     for name, info in tasks.items():

@@ -90,6 +90,7 @@ ENCODERS = {
     ),
 }
 ENCODER_FILES = {PREPEND: "encoder.onnx", PREFIX: "encoder_prefix.onnx"}
+INT8_ENCODER_FILES = {PREPEND: "encoder.int8.onnx", PREFIX: "encoder_prefix.int8.onnx"}  # same contract
 
 
 def prompt_kind(generator: str) -> str:
@@ -109,9 +110,18 @@ def generator_spec(generator: str, deep: bool) -> GraphSpec:
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(int64)": "int64"}
 
 
-def encoder_file(manifest: Manifest, kind: str) -> str:
+def encoder_file(manifest: Manifest, kind: str, precision: str = "fp32") -> str:
     """The manifest's entry for the shared encoder graph of a prompt kind ("" if it has none)."""
+    if precision == "int8":
+        return manifest.encoder_prefix_int8_file if kind == PREFIX else manifest.encoder_int8_file
     return manifest.encoder_prefix_file if kind == PREFIX else manifest.encoder_file
+
+
+def set_encoder_file(manifest: Manifest, kind: str, precision: str, file: str) -> None:
+    if precision == "int8":
+        setattr(manifest, "encoder_prefix_int8_file" if kind == PREFIX else "encoder_int8_file", file)
+    else:
+        setattr(manifest, "encoder_prefix_file" if kind == PREFIX else "encoder_file", file)
 
 
 def check_session(

@@ -142,13 +142,14 @@ class Bundle:
                 "encoder graph, which the manifest does not name"
             )
         if self.precision == "int8":
-            if task.kind == graphs.PREFIX:
-                raise BundleError(f"task {task.name!r}: no int8 encoder for prefix tasks yet; use fp32")
-            if not self.manifest.encoder_int8_file:
-                raise BundleError(f"{self.bundle_dir} has no int8 encoder; export with --quantize int8")
+            file = graphs.encoder_file(self.manifest, task.kind, "int8")
+            if not file:
+                raise BundleError(
+                    f"{self.bundle_dir} has no int8 {task.kind} encoder (for task {task.name!r}); "
+                    "export with --quantize int8"
+                )
             if not task.info.int8:
                 warnings.warn(f"int8 accuracy was never measured for task {task.name!r}", stacklevel=5)
-            file = self.manifest.encoder_int8_file
         session = self._session(file, self.threads)
         dims = {"hidden": self.manifest.backbone.hidden_size, "layers": self.manifest.backbone.num_layers}
         graphs.check_session(session, graphs.ENCODERS[task.kind], file, dims=dims)

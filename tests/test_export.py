@@ -171,6 +171,26 @@ def test_int8_export_measures_accuracy_on_the_calibration_file(checkpoints, sent
     np.testing.assert_allclose(int8, fp32, atol=0.5)
 
 
+def test_int8_export_of_a_prefix_task_quantizes_the_prefix_encoder(checkpoints, sentiment_files, tmp_path):
+    from ipt_edge_export.onnx_export import Calibration
+
+    _, dev = sentiment_files
+    calibration = Calibration(dev, tolerance=100.0)
+    export_checkpoint(
+        checkpoints["attn-prefix"], tmp_path / "b", task="p", int8=calibration, log=lambda m: None
+    )
+    export_checkpoint(checkpoints["mlp"], tmp_path / "b", task="m", int8=calibration, log=lambda m: None)
+    manifest = read_manifest(tmp_path / "b")
+    assert (manifest.encoder_prefix_int8_file, manifest.encoder_int8_file) == (
+        "encoder_prefix.int8.onnx", "encoder.int8.onnx",
+    )  # fmt: skip
+    assert manifest.tasks["p"].int8["rows"] == 24
+    int8 = Classifier.load(tmp_path / "b", task="p", precision="int8").logits(TEXTS)
+    fp32 = Classifier.load(tmp_path / "b", task="p").logits(TEXTS)
+    assert not np.array_equal(int8, fp32)
+    np.testing.assert_allclose(int8, fp32, atol=0.5)
+
+
 def test_int8_beyond_tolerance_is_refused_and_nothing_written(checkpoints, sentiment_files, tmp_path):
     from ipt_edge_export.onnx_export import Calibration
 
@@ -184,7 +204,7 @@ def test_int8_beyond_tolerance_is_refused_and_nothing_written(checkpoints, senti
 def test_int8_is_refused_where_the_bundle_has_none(bundle):
     from ipt_edge.bundle import BundleError
 
-    with pytest.raises(BundleError, match="has no int8 encoder"):
+    with pytest.raises(BundleError, match="has no int8 prepend encoder"):
         Classifier.load(bundle, precision="int8")
 
 
