@@ -549,7 +549,8 @@ def default_configs(people: list[Contestant]) -> list[str]:
         log('optimum is not installed (pip install -e ".[export,bench]"): the optimum configs are left out')
     many = len(people) > 1
     for person in people:
-        int8 = read_manifest(person.bundle).encoder_int8_file
+        manifest = read_manifest(person.bundle)
+        int8 = manifest.encoder_int8_file or manifest.encoder_prefix_int8_file
         for kind in IPT:
             if kind == "ipt-plain" and person.plain is None:
                 continue

@@ -175,7 +175,11 @@ def export_encoder(backbone: Backbone, path: Path, kind: str, optimize: bool = T
     dynamic = {"batch", "tokens", "prompts", "prompt_batch", "sequence"}
     axes = dynamic_axes(spec.inputs + spec.outputs, dynamic)
     _export(module.eval(), args, path, spec.input_names, spec.output_names, axes)
-    return optimize_encoder(path, config) if optimize else {}
+    # The prefix graph is left as exported: the optimizer fuses only its layer norms and GELUs
+    # there (attention does not match through the prefix Concat), and that graph measured slower
+    # than the unfused one, which ONNX Runtime optimizes itself at load (benchmarks/bench.py,
+    # 2026-11-26: 0.78x against 0.94x the plain backbone at T tokens; docs/performance.md).
+    return optimize_encoder(path, config) if optimize and kind == graphs.PREPEND else {}
 
 
 def add_encoder(manifest: Manifest, root: Path, backbone: Backbone, kind: str, optimize: bool) -> str:

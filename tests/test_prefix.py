@@ -151,8 +151,7 @@ def test_prefix_only_bundle_has_only_the_prefix_encoder(checkpoints, tmp_path):
     manifest = read_manifest(tmp_path / "b")
     assert (manifest.encoder_file, manifest.encoder_prefix_file) == ("", "encoder_prefix.onnx")
     assert sorted(p.name for p in (tmp_path / "b").glob("*.onnx")) == ["embed.onnx", "encoder_prefix.onnx"]
-    assert manifest.encoder_prefix_fusions.get("SkipLayerNormalization", 0) >= 2
-    assert "Attention" not in manifest.encoder_prefix_fusions  # not through the Concat
+    assert manifest.encoder_prefix_fusions == {}  # left unfused: it measured faster (onnx_export.py)
 
 
 def test_prefix_task_added_to_an_old_style_bundle_and_both_work(checkpoints, tiny_backbone, tmp_path):
