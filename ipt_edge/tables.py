@@ -156,6 +156,7 @@ class TableReader:
                 self._decoded_lines(),
                 delimiter="\t" if self.format == "tsv" else ",",
                 quoting=csv.QUOTE_NONE if self.format == "tsv" else csv.QUOTE_MINIMAL,
+                strict=True,  # a quote left open, or text after a closing quote, is an error, not a guess
             )
             header = self._next_fields()
             if header is None:

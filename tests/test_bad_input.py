@@ -443,3 +443,12 @@ def test_train_refuses_an_output_folder_it_cannot_write_before_training(
     result = run("train", sentiment_files[0], "-o", blocker / "ckpt", "--backbone", tiny_backbone)
     assert result.exit_code == 2
     assert "cannot write a checkpoint there" in result.output and "tuned parameters" not in result.output
+
+
+@pytest.mark.parametrize("body", ['"a quote left open\n', '"closed" then more\n'])
+def test_malformed_csv_quoting_is_refused_naming_the_line(bundle, tmp_path, body):
+    source = tmp_path / "in.csv"
+    source.write_text("text\ngood\n" + body)
+    result = run("score", source, "-o", tmp_path / "out.csv", "-b", bundle)
+    assert result.exit_code == 2
+    assert "in.csv:3:" in result.output and listing(tmp_path) == ["in.csv"]
