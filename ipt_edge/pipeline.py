@@ -81,7 +81,9 @@ class Bundle:
         self.providers = resolve_providers(providers)
         self.threads = threads
         self.precision = precision
-        self._tokenizer = _tokenizer(self._read(manifest.tokenizer_file), manifest.tokenizer_file)
+        # Pads every batch (any task's token budget: padding needs only the pad token), and is the
+        # tokenizer each budget's TextEncoder copies.
+        self._padder = _padder(self._read(manifest.tokenizer_file), manifest.tokenizer_file)
         # The embedding gather is tiny: it runs on the calling thread (see TaskGenerator).
         self.embed = self._session(manifest.embed_file, 1)
         graphs.check_session(
@@ -92,7 +94,6 @@ class Bundle:
         self._generators: dict[str, TaskGenerator] = {}
         self._text_encoders: dict[int, TextEncoder] = {}
         self._lock = threading.Lock()  # guards the lazily opened sessions above, nothing else
-        self._padder = TextEncoder(None, 1, tokenizer=Tokenizer.from_str(self._tokenizer.to_str()))
 
     @classmethod
     def load(
@@ -158,9 +159,12 @@ class Bundle:
 
     def text_encoder(self, max_length: int) -> TextEncoder:
         """Tokenization with a task's token budget (tasks may differ; each budget gets its own)."""
+        encoder = self._text_encoders.get(max_length)  # made already: no lock needed to read it
+        if encoder is not None:
+            return encoder
         with self._lock:
             if max_length not in self._text_encoders:
-                tokenizer = Tokenizer.from_str(self._tokenizer.to_str())
+                tokenizer = Tokenizer.from_str(self._padder.tokenizer.to_str())
                 self._text_encoders[max_length] = TextEncoder(None, max_length, tokenizer=tokenizer)
             return self._text_encoders[max_length]
 
@@ -320,11 +324,9 @@ class Bundle:
         return self.run(texts, tasks, batch_size).labels
 
 
-def _tokenizer(data: bytes, name: str) -> Tokenizer:
-    try:
-        tokenizer = Tokenizer.from_str(data.decode("utf-8"))
-        TextEncoder(None, 1, tokenizer=Tokenizer.from_str(tokenizer.to_str()))  # it has a padding token
-        return tokenizer
+def _padder(data: bytes, name: str) -> TextEncoder:
+    try:  # a TextEncoder needs the tokenizer to load and to have a padding token
+        return TextEncoder(None, 1, tokenizer=Tokenizer.from_str(data.decode("utf-8")))
     except Exception as error:  # tokenizers raises a bare Exception on a malformed file
         raise BundleError(
             f"{name}: not a tokenizer the tokenizers library can load ({str(error)[:200]})"

@@ -300,11 +300,12 @@ def test_output_that_is_a_folder_is_refused(bundle, tmp_path):
     assert "is a folder" in result.output and listing(folder) == []
 
 
+def denied(*args, **kwargs):
+    raise PermissionError(13, "Permission denied")
+
+
 def test_unreadable_input_is_a_clear_error(bundle, tmp_path, monkeypatch):
     import ipt_edge.tables
-
-    def denied(*args, **kwargs):
-        raise PermissionError(13, "Permission denied")
 
     source = write_tsv(tmp_path / "in.tsv", ["text"], [("good",)])
     monkeypatch.setattr(ipt_edge.tables, "open", denied, raising=False)
@@ -315,9 +316,6 @@ def test_unreadable_input_is_a_clear_error(bundle, tmp_path, monkeypatch):
 
 def test_unwritable_output_is_a_clear_error(bundle, tmp_path, monkeypatch):
     import ipt_edge.tables
-
-    def denied(*args, **kwargs):
-        raise PermissionError(13, "Permission denied")
 
     source = write_tsv(tmp_path / "in.tsv", ["text"], [("good",)])
     monkeypatch.setattr(ipt_edge.tables.tempfile, "mkstemp", denied)
