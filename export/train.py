@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ipt_edge.progress import Progress
 from ipt_edge.tables import TableError, read_labelled
 from ipt_edge.tokenization import Text, TextEncoder
 from ipt_edge_export.checkpoint import (
@@ -208,9 +209,6 @@ def fit(
 
     `snapshot` returns what to keep at the best dev step (a task's tuned weights, or all weights).
     """
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     trainable = [p for p in model.parameters() if p.requires_grad]
     device = model_device(model)
     optimizer = torch.optim.AdamW(trainable, lr=options.lr, weight_decay=options.weight_decay)
@@ -229,11 +227,9 @@ def fit(
     best_state, best_dev, best_step = None, -1.0, total_steps
     history: list[dict] = []
     started = time.perf_counter()
-    columns = (TextColumn("training"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    # stderr, like every status line; evaluations are also printed as lines, which is what a log shows.
-    with Progress(*columns, TextColumn("{task.fields[status]}"), console=Console(stderr=True)) as bar:
-        job = bar.add_task("train", total=total_steps, status="")
-        step, running_loss = 0, 0.0
+    # On stderr, like every status line: a bar on a terminal, a line every 30 s in a log.
+    with Progress("training", total=total_steps, unit="steps") as progress:
+        step, rows_seen, running_loss = 0, 0, 0.0
         model.train()
         while step < total_steps:
             order = list(range(len(train_set.texts)))
@@ -250,6 +246,7 @@ def fit(
                 optimizer.step()
                 scheduler.step()
                 step += 1
+                rows_seen += len(rows)
                 running_loss = loss.item() if step == 1 else 0.98 * running_loss + 0.02 * loss.item()
                 status = f"loss {running_loss:.4f}"
                 if dev_set and (step % eval_every == 0 or step == total_steps):
@@ -258,12 +255,12 @@ def fit(
                     if accuracy > best_dev:
                         best_dev, best_step = accuracy, step
                         best_state = copy.deepcopy(snapshot())
-                    bar.console.print(
+                    progress.line(
                         f"step {step}/{total_steps}: loss {running_loss:.4f}, dev accuracy {accuracy:.4f}"
                     )
                 if history:
                     status += f"  dev acc {history[-1]['dev_accuracy']:.4f} (best {best_dev:.4f})"
-                bar.update(job, advance=1, status=status)
+                progress.update(step, rows=rows_seen, status=status)
     model.eval()
     seconds = time.perf_counter() - started
     return FitResult(best_state, best_dev if history else None, best_step, total_steps, seconds, history)

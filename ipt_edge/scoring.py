@@ -404,8 +404,8 @@ def score_file(
             if out_format == "parquet" and out.suffix.lower() not in (".parquet", ".pq"):
                 raise TableError(f"{out}: a Parquet output needs a .parquet name")
             chunks = reader.chunks(chunk_rows)
-            first = next(chunks, None)
-            if first is None:
+            first = next(chunks, None)  # None: a header and no rows (an empty partition of a data job)
+            if first is None and reader.format == "jsonl":  # no header either: nothing says what it holds
                 raise TableError(f"{input_file}: no rows to score")
             wanted = {"--text-column": text_column, "--text-pair-column": text_pair_column,
                       "--label-column": label_column, "--task-column": outputs.task_column}  # fmt: skip
@@ -515,6 +515,9 @@ def score_file(
                     _, pq = pyarrow_modules(out)
                     for index in range(state.parts):
                         writer.write_table(pq.read_table(sidecar / f"part-{index:06d}.parquet"))
+                if writer is None:  # no rows: the header and the added columns alone
+                    _make(sidecar)
+                    writer = AtomicTableWriter(out, reader.columns + added, out_format, temp_dir=sidecar)
                 writer.finish()
                 state.final = writer.temp.name
                 writer = None
@@ -545,8 +548,9 @@ def _after(chunks: Iterator[Chunk], committed: int, sidecar: Path) -> Iterator[C
         yield chunk
 
 
-def _chain(first: Chunk, rest: Iterator[Chunk]) -> Iterator[Chunk]:
-    yield first
+def _chain(first: Chunk | None, rest: Iterator[Chunk]) -> Iterator[Chunk]:
+    if first is not None:
+        yield first
     yield from rest
 
 

@@ -80,7 +80,7 @@ def score(
         str,
         typer.Option(
             help="local: this process. ray: Ray Data actors, each opening the bundle once "
-            '(pip install "ipt-edge[ray]").'
+            '(pip install "ipt-edge\\[ray]").'
         ),
     ] = "local",
     address: Annotated[
@@ -124,15 +124,7 @@ def score(
 
       ipt-edge score data/ -o scored.parquet --engine ray --address auto --workers 8 --threads 2
     """
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
+    from ipt_edge.progress import Progress
     from ipt_edge.scoring import Outputs, Scorer, score_file
 
     if engine not in ("local", "ray"):
@@ -178,13 +170,11 @@ def score(
     else:
         scorer = Scorer(loaded, outputs, {c.task_name: c.label_index for c in classifiers}, batch_size)
     parquet_in = input_file.is_dir() or input_file.suffix.lower() in (".parquet", ".pq")
-    progress = Progress(TextColumn("scoring"), BarColumn(),
-                        MofNCompleteColumn() if parquet_in else DownloadColumn(), TimeRemainingColumn(),
-                        TextColumn("{task.fields[rows]} rows"), transient=True)  # fmt: skip
-    job = progress.add_task("score", total=None, rows=0)
+    # A bar on a terminal, a line every 30 s in a log; Parquet input counts rows, the others bytes.
+    progress = Progress("scoring", unit="rows" if parquet_in else "bytes")
 
     def on_progress(rows: int, done: int, total: int) -> None:
-        progress.update(job, completed=done, total=total, rows=rows)
+        progress.update(done, total=total, rows=rows)
 
     try:
         with progress:
@@ -205,7 +195,7 @@ def score(
     say(f"scored {report.rows} rows -> {out}{resumed}")
     if report.truncated:
         say(f"note: {report.truncated} row(s) were longer than their task's token budget and were truncated")
-    if label_column:
+    if label_column and report.rows:
         typer.echo(
             f"accuracy {report.correct / report.rows:.4f} ({report.correct}/{report.rows}) against column {label_column!r}"
         )
