@@ -3,12 +3,17 @@
     python -m ipt_edge_export.datasets sst2 ../shared/data/sst2 -o work/sst2      # once per task
     python benchmarks/accuracy.py run --task sst2 --method mlp-deep --seeds 0,1,2 --max-train-rows 8000
     python benchmarks/accuracy.py table                                          # mean ± sd per row
+    python benchmarks/accuracy.py table --device cuda --grid prefix-main         # the runs of one grid
     python benchmarks/accuracy.py grid --jobs jobs.jsonl --workers 8 --device cuda  # many runs at once
 
 A grid job is one JSON object per line: {"task": ..., "method": ..., "seed": ..., and optionally
 "lr", "prompt_length", "epochs", "max_train_rows", "eval_every", "prefix_from_layer"}. Jobs run
 in worker processes (on one GPU, several small runs at once keep it busy); each finished run is
 appended to --results at once, so a grid stopped midway keeps what it finished.
+
+`table` prints every run of --results, or only those trained on --device (runs recorded before the
+field existed were on cpu) and/or matching a job of a --grid (a name in benchmarks/grids/ or a path;
+repeatable): the tables of docs/accuracy.md and the README are printed by the commands they cite.
 
 Methods: probe and finetune (baselines.py), and every generator kind of `ipt-edge train`.
 Test accuracy is measured on held-out rows the method never saw (for SST-2: unseen full sentences);
@@ -23,6 +28,7 @@ import statistics
 import time
 from pathlib import Path
 
+GRIDS = Path(__file__).parent / "grids"
 TASKS = {  # split folders written by ipt_edge_export.datasets
     "sst2": {
         "folder": "work/sst2", "text_column": "sentence", "labels": "0=negative,1=positive",
@@ -32,13 +38,13 @@ TASKS = {  # split folders written by ipt_edge_export.datasets
     "rte": {"folder": "work/rte", "text_column": "sentence1", "text_pair_column": "sentence2", "labels": None},
 }  # fmt: skip
 BASELINES = ("probe", "finetune")
-BASELINE_LR = {"probe": 1e-3, "finetune": 3e-5}  # generator kinds: model.default_lr
+BASELINE_LR = {"probe": 1e-3, "finetune": 3e-5}
 
 
 def default_lr(method: str) -> float:
-    from ipt_edge_export.model import default_lr as generator_lr
-
-    return BASELINE_LR.get(method) or generator_lr(method)
+    """The rate a method trains at without --lr. Generator kinds: ipt_edge_export.model.default_lr,
+    restated here so that `table` runs without torch (tests/test_docs.py checks the two agree)."""
+    return BASELINE_LR.get(method) or (5e-2 if method.endswith("prefix") else 5e-3)
 
 
 def run_one(task: str, method: str, seed: int, args: argparse.Namespace) -> dict:
@@ -111,13 +117,36 @@ def _mean_sd(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
-def table(results_file: Path) -> str:
+def grid_jobs(grid: str) -> list[dict]:
+    """The jobs of a grid: a name in benchmarks/grids/ ('prefix-main') or a path to a JSONL file."""
+    path = Path(grid) if grid.endswith(".jsonl") else GRIDS / f"{grid}.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+JOB_DEFAULTS = {"epochs": 1.0, "max_train_rows": None, "prompt_length": 16, "prefix_from_layer": 0}
+
+
+def from_job(r: dict, job: dict) -> bool:
+    """Whether run r is what job describes: same task, method, seed, budget, P and first layer, and the
+    job's lr where it names one (a job without lr ran at its method's default or at --lr-from's choice)."""
+    if any(r[k] != job[k] for k in ("task", "method", "seed")) or ("lr" in job and r["lr"] != job["lr"]):
+        return False
+    return all((r.get(k) or JOB_DEFAULTS[k]) == (job.get(k) or JOB_DEFAULTS[k]) for k in JOB_DEFAULTS)
+
+
+def table(results_file: Path, device: str | None = None, grids: list[str] | None = None) -> str:
     """Markdown: one row per (task, method and variant, training budget), best first within a budget;
-    then, where a task has them, the cross-dataset tests of the same runs."""
+    then, where a task has them, the cross-dataset tests of the same runs. Only runs trained on
+    `device`, and only runs of a job of one of `grids`, when given."""
+    jobs = [job for grid in grids or [] for job in grid_jobs(grid)]
     rows: dict[tuple, list[dict]] = {}
     for line in results_file.read_text().splitlines():
         r = json.loads(line)
         if "error" in r:  # a grid run that failed: reported where it ran, not a result
+            continue
+        if device and r.get("device", "cpu") != device:  # runs before the field: all on cpu
+            continue
+        if grids and not any(from_job(r, job) for job in jobs):
             continue
         rows.setdefault((r["task"], label(r), r["train_rows"], r["epochs"]), []).append(r)
 
@@ -219,7 +248,14 @@ def main() -> None:
     parser.add_argument("--init-generator", type=Path, help="a checkpoint whose generator starts training")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--prefix-from-layer", type=int, default=0, help="prefix kinds: first prompted layer")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (training and evaluation)")
+    parser.add_argument(
+        "--device", help="cpu (default) or cuda, for training and evaluation; table: only runs trained there"
+    )
+    parser.add_argument(
+        "--grid",
+        action="append",
+        help="table: only runs of this grid's jobs (benchmarks/grids/NAME.jsonl or a path)",
+    )
     parser.add_argument("--jobs", type=Path, help="grid: a JSONL file of runs")
     parser.add_argument("--workers", type=int, default=1, help="grid: runs at once")
     parser.add_argument("--lr-from", type=Path, help="grid: a sweep's results; jobs without lr take its best")
@@ -227,8 +263,13 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=Path("docs/accuracy-results.jsonl"))
     args = parser.parse_args()
     if args.command == "table":
-        print(table(args.results))
+        known = ", ".join(sorted(g.stem for g in GRIDS.glob("*.jsonl")))
+        for name in args.grid or []:
+            if not (Path(name) if name.endswith(".jsonl") else GRIDS / f"{name}.jsonl").is_file():
+                parser.error(f"--grid {name}: no such grid (benchmarks/grids/ has {known})")
+        print(table(args.results, args.device, args.grid))
         return
+    args.device = args.device or "cpu"
     if args.command == "grid":
         grid(args)
         return

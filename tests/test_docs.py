@@ -1,0 +1,168 @@
+"""The numbers in README.md and docs/ against the commands that print them (issue #19).
+
+Runs the commands the docs cite where they take seconds (the accuracy tables, from the committed
+docs/accuracy-results.jsonl; the generator table's parameter counts) and compares their output with
+the markdown, so a changed result or a stale doc fails here. Measurements that take minutes (speed,
+training) are history: the docs give their date and commit, and a test checks that they do.
+No network, no ../shared.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+ACCURACY = ROOT / "docs" / "accuracy.md"
+PERFORMANCE = ROOT / "docs" / "performance.md"
+SHIPPED = ROOT / "models" / "sst2-sentiment" / "config.json"
+GRID_TABLE = "python benchmarks/accuracy.py table --device cuda --grid prefix-main"
+PARAMS = "python benchmarks/params.py"
+TABLE_BLOCK = re.compile(r"<!-- table: (.+?) -->\n(.*?)\n<!-- /table -->", re.S)
+MEAN_SD = re.compile(r"\d+\.\d\d ± \d+\.\d\d")
+
+
+def run(command: str) -> str:
+    """A `python ...` command as the docs write it, run from the repository root."""
+    argv = shlex.split(command)
+    assert argv[0] == "python", command
+    done = subprocess.run([sys.executable, *argv[1:]], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, f"{command}\n{done.stderr}"
+    return done.stdout.rstrip("\n")
+
+
+def tables(markdown: str) -> list[list[list[str]]]:
+    """Every markdown table of a text: its rows (the header first, no separator), cells stripped."""
+    found, rows = [], []
+    for line in [*markdown.splitlines(), ""]:
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if not all(set(c) <= set("-: ") for c in cells):
+                rows.append(cells)
+        elif rows:
+            found.append(rows)
+            rows = []
+    return found
+
+
+def table_headed(markdown: str, first_cells: tuple[str, ...]) -> list[list[str]]:
+    matches = [t for t in tables(markdown) if tuple(t[0][: len(first_cells)]) == first_cells]
+    assert len(matches) == 1, f"expected one table headed {first_cells}, found {len(matches)}"
+    return matches[0]
+
+
+def plain(cell: str) -> str:
+    return cell.replace("**", "").replace("`", "").strip()
+
+
+@pytest.fixture(scope="module")
+def grid_tables() -> tuple[dict, dict]:
+    """The main grid's table as the cited command prints it: {(task, method): test cell},
+    {method: rotten cell} for the SST-2 runs."""
+    out = run(GRID_TABLE)
+    main = table_headed(out, ("task", "method"))
+    cross = table_headed(out, ("trained on", "method"))
+    return {(r[0], r[1]): r[4] for r in main[1:]}, {r[1]: r[4] for r in cross[1:] if r[0] == "sst2"}
+
+
+def test_accuracy_tables_are_what_their_commands_print():
+    blocks = TABLE_BLOCK.findall(ACCURACY.read_text(encoding="utf-8"))
+    assert len(blocks) >= 3  # the GPU grid, its sweep, the CPU table
+    for command, block in blocks:
+        assert block == run(command), f"docs/accuracy.md's table differs from `{command}`"
+
+
+def test_every_mean_and_sd_in_the_docs_is_printed_by_a_cited_table_command():
+    accuracy = ACCURACY.read_text(encoding="utf-8")
+    printed = "\n".join(run(command) for command, _ in TABLE_BLOCK.findall(accuracy))
+    for doc in (README, ACCURACY):
+        missing = sorted(
+            set(MEAN_SD.findall(doc.read_text(encoding="utf-8"))) - set(MEAN_SD.findall(printed))
+        )
+        assert not missing, f"{doc.name}: no cited table command prints {missing}"
+
+
+def test_readme_results_table_is_the_grid_table(grid_tables):
+    readme = README.read_text(encoding="utf-8")
+    assert GRID_TABLE in readme
+    test_cells, rotten_cells = grid_tables
+    rows = table_headed(readme, ("method", "tuned share", "SST-2 test", "Rotten Tomatoes", "AG News test"))
+    assert len(rows) > 3
+    for row in rows[1:]:
+        name = plain(row[0])
+        method = "finetune" if name.startswith("full fine-tuning") else name.split()[0]
+        lr = re.search(r"\blr ([0-9.e-]+)\)", name)  # a rate other than the method's default
+        method += f" (lr {lr[1]})" if lr else ""
+        sst2, rotten, agnews = (plain(c) for c in row[2:5])
+        assert sst2 == test_cells[("sst2", method)], f"README SST-2 test of {method}"
+        assert rotten == rotten_cells[method], f"README Rotten Tomatoes of {method}"
+        assert agnews == test_cells[("agnews", method)], f"README AG News test of {method}"
+
+
+def test_the_readme_names_the_shipped_task_as_it_is():
+    config = json.loads(SHIPPED.read_text(encoding="utf-8"))
+    kind, tuned = config["ipt"]["generator"], config["tuned_parameters"]
+    share = f"{tuned / config['backbone']['parameters']:.2%}"
+    readme = README.read_text(encoding="utf-8")
+    assert f"the shipped `{kind}` task" in readme
+    assert (
+        f"(`models/sst2-sentiment`, `{kind}`, P={config['ipt']['prompt_length']}, {share} of the backbone"
+        in readme
+    )
+
+
+def test_dated_results_in_the_docs_name_their_commit():
+    """A measurement no test reruns is history: its heading gives the date and the commit."""
+    for doc in (PERFORMANCE, ACCURACY):
+        for heading in re.findall(r"^#+ .*\(\d{4}-\d\d-\d\d.*$", doc.read_text(encoding="utf-8"), re.M):
+            assert re.search(r"commit [0-9a-f]{7}", heading), f"{doc.name}: {heading!r} names no commit"
+
+
+@pytest.mark.export
+def test_generator_table_counts_are_what_params_prints():
+    import torch  # noqa: F401  (benchmarks/params.py builds the models; this test needs the export side)
+
+    readme = README.read_text(encoding="utf-8")
+    assert PARAMS in readme
+    printed = {plain(r[0]): r[1] for r in table_headed(run(PARAMS), ("kind",))[1:]}
+    documented = {}
+    for row in table_headed(readme, ("kind", "prompts come from"))[1:]:
+        kinds = re.findall(r"`([a-z-]+)`", row[0])
+        counts = [c.strip() for c in row[2].split(" / ")]
+        assert len(kinds) == len(counts), row
+        documented.update(zip(kinds, counts, strict=True))
+    assert documented == printed
+    # The results table's tuned shares are the same counts' shares.
+    for row in table_headed(readme, ("method", "tuned share"))[1:]:
+        name = plain(row[0])
+        if not name.startswith("full fine-tuning"):
+            assert f"({row[1]})" in printed[name.split()[0]], row
+
+
+@pytest.mark.export
+def test_the_table_commands_default_rates_are_the_trainers():
+    import importlib.util
+
+    from ipt_edge_export.model import default_lr
+
+    spec = importlib.util.spec_from_file_location("accuracy_benchmark", ROOT / "benchmarks" / "accuracy.py")
+    accuracy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(accuracy)
+    for kind in ("static", "static-deep", "lookup", "mlp", "mlp-deep", "lstm", "cnn-deep", "prefix", "mlp-prefix",
+                 "attn-prefix"):  # fmt: skip
+        assert accuracy.default_lr(kind) == default_lr(kind), kind
+
+
+def test_the_code_map_names_every_module():
+    code_map = README.read_text(encoding="utf-8").split("## Code map", 1)[1].split("\n## ", 1)[0]
+    for folder in ("ipt_edge", "export", "benchmarks"):
+        for module in sorted((ROOT / folder).glob("*.py")):
+            if module.name != "__init__.py":
+                assert f"`{folder}/{module.name}`" in code_map or f"`{module.name}`" in code_map, module
