@@ -1,77 +1,87 @@
-"""Fixtures: a tiny random BERT with its own WordPiece tokenizer, tiny labelled data, and tasks
-trained and exported from them. No network, no ../shared; everything is built in a temp folder."""
+"""Fixtures. Runtime tests read the bundles committed under tests/bundles/ (rebuilt by
+`python tests/bundles/make.py`) and need no torch: `pytest -m "not export"` runs them without the
+export extra. Tests marked `export` train and export with PyTorch: a tiny random BERT with its own
+WordPiece tokenizer and tasks trained on it, built in a temp folder (no network, no ../shared).
+
+Committed bundles are shared by every test: a test that changes a bundle copies it first."""
 
 from __future__ import annotations
 
-import random
+import hashlib
+import importlib.util
 from pathlib import Path
 
 import pytest
 
-POSITIVE = ["good", "great", "fine", "lovely", "superb"]
-NEGATIVE = ["bad", "awful", "poor", "dull", "boring"]
-ALL_KINDS = ("static", "static-deep", "lookup", "mlp", "mlp-deep", "lstm", "cnn", "lstm-deep", "cnn-deep")
-PREFIX_KINDS = ("prefix", "mlp-prefix", "attn-prefix")  # tests/test_prefix.py
-FILLER = ["the", "film", "was", "a", "plot", "and", "very", "movie", "story", "is", "it", "so", "cast"]
+from .tiny import (  # noqa: F401  (re-exported: tests import these helpers from .conftest)
+    ALL_KINDS,
+    BUNDLES,
+    FILLER,
+    MULTI_BUNDLE,
+    NEGATIVE,
+    PAIR_BUNDLE,
+    POSITIVE,
+    PREFIX_KINDS,
+    SENTIMENT_BUNDLE,
+    sentiment_rows,
+    train_checkpoint,
+    write_backbone,
+    write_tsv,
+)
 
 
-def _write_tokenizer(path: Path) -> list[str]:
-    from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
-    from tokenizers.models import WordPiece
-
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    letters = list("abcdefghijklmnopqrstuvwxyz") + ["##" + c for c in "abcdefghijklmnopqrstuvwxyz"]
-    words = [w for w in POSITIVE + NEGATIVE + FILLER if w not in letters]
-    vocab = specials + words + letters + list(".,!?'")
-    tokenizer = Tokenizer(WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", 2), ("[SEP]", 3)],
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "export: needs the export extra (torch): trains, exports, or compares with PyTorch"
     )
-    tokenizer.decoder = decoders.WordPiece()
-    tokenizer.save(str(path))
-    return vocab
+
+
+def pytest_collection_modifyitems(config, items):
+    if importlib.util.find_spec("torch") is None:  # looked up, not imported
+        skip = pytest.mark.skip(reason="needs the export extra (torch); run -m 'not export' without it")
+        for item in items:
+            if "export" in item.keywords:
+                item.add_marker(skip)
+
+
+def _committed_files() -> dict[str, str]:
+    return {
+        str(path.relative_to(BUNDLES)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(BUNDLES.rglob("*"))
+        if path.is_file() and "__pycache__" not in path.parts
+    }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def committed_bundles_stay_as_committed():
+    """Tests share the committed bundles: one that changed a file would change every later test."""
+    before = _committed_files()
+    yield
+    assert _committed_files() == before, "a test changed tests/bundles/: copy a bundle before changing it"
+
+
+@pytest.fixture(scope="session")
+def bundle() -> Path:
+    """The committed one-task bundle: an mlp task "sentiment", labels neg/pos. Read-only."""
+    return SENTIMENT_BUNDLE
+
+
+@pytest.fixture(scope="session")
+def multi() -> Path:
+    """The committed bundle of tiny.MULTI_TASKS (rating3's labels differ from the rest). Read-only."""
+    return MULTI_BUNDLE
+
+
+@pytest.fixture(scope="session")
+def pair_bundle() -> Path:
+    """The committed pair task "entail" (premise, hypothesis; labels differ/same). Read-only."""
+    return PAIR_BUNDLE
 
 
 @pytest.fixture(scope="session")
 def tiny_backbone(tmp_path_factory) -> Path:
-    """A 2-layer, hidden-32 BERT folder (config.json, model.safetensors, tokenizer.json)."""
-    import torch
-    from transformers import BertConfig, BertModel
-
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    vocab = _write_tokenizer(folder / "tokenizer.json")
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    )
-    BertModel(config).save_pretrained(folder, safe_serialization=True)
-    return folder
-
-
-def sentiment_rows(n: int, seed: int) -> list[tuple[str, str]]:
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(n):
-        positive = rng.random() < 0.5
-        words = [*rng.sample(FILLER, 4), rng.choice(POSITIVE if positive else NEGATIVE)]
-        rng.shuffle(words)
-        rows.append((" ".join(words), "pos" if positive else "neg"))
-    return rows
-
-
-def write_tsv(path: Path, header: list[str], rows: list[tuple]) -> Path:
-    lines = ["\t".join(header)] + ["\t".join(row) for row in rows]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    """A 2-layer, hidden-32 BERT folder (config.json, model.safetensors, tokenizer.json). Needs torch."""
+    return write_backbone(tmp_path_factory.mktemp("backbones") / "tiny-bert")
 
 
 @pytest.fixture(scope="session")
@@ -82,23 +92,10 @@ def sentiment_files(tmp_path_factory) -> tuple[Path, Path]:
     return train, dev
 
 
-def train_checkpoint(backbone: Path, train: Path, dev: Path | None, out: Path, **options) -> Path:
-    from ipt_edge_export.train import TrainOptions
-    from ipt_edge_export.train import train as run
-
-    settings = {"generator": "mlp", "prompt_length": 4, "epochs": 1.0, "batch_size": 16, "lr": 1e-2}
-    settings.update(options)
-    run(
-        TrainOptions(train_file=train, dev_file=dev, out_dir=out, backbone=str(backbone), **settings),
-        progress=lambda message: None,
-    )
-    return out
-
-
 @pytest.fixture(scope="session")
 def checkpoints(tiny_backbone, sentiment_files, tmp_path_factory) -> dict[str, Path]:
     """One trained checkpoint per generator kind (a few steps each), and "mlp-prefix@1": an
-    mlp-prefix task prompting from layer 1 on (of the tiny BERT's 2)."""
+    mlp-prefix task prompting from layer 1 on (of the tiny BERT's 2). Needs torch."""
     folder = tmp_path_factory.mktemp("checkpoints")
     train, dev = sentiment_files
     made = {
@@ -109,13 +106,3 @@ def checkpoints(tiny_backbone, sentiment_files, tmp_path_factory) -> dict[str, P
         tiny_backbone, train, dev, folder / "mlp-prefix-1", generator="mlp-prefix", prefix_from_layer=1
     )
     return made
-
-
-@pytest.fixture(scope="session")
-def bundle(checkpoints, tmp_path_factory) -> Path:
-    """A bundle holding the mlp task, exported once for the read-only tests."""
-    from ipt_edge_export.onnx_export import export_checkpoint
-
-    path = tmp_path_factory.mktemp("bundles") / "bundle"
-    export_checkpoint(checkpoints["mlp"], path, task="sentiment", log=lambda message: None)
-    return path

@@ -21,7 +21,7 @@ from ipt_edge.bundle import BundleError
 from ipt_edge.classifier import Classifier
 from ipt_edge.cli import app
 
-from .conftest import sentiment_rows, write_tsv
+from .tiny import sentiment_rows, write_tsv
 
 runner = CliRunner()
 CLI = [sys.executable, "-c", "from ipt_edge.cli import main; main()"]
@@ -61,6 +61,7 @@ def copy(bundle, tmp_path):
 # ---- train: an existing output is never lost ---------------------------------------------------
 
 
+@pytest.mark.export
 def test_train_refuses_an_existing_folder_and_keeps_its_files(tiny_backbone, sentiment_files, tmp_path):
     out = tmp_path / "results"
     out.mkdir()
@@ -71,6 +72,7 @@ def test_train_refuses_an_existing_folder_and_keeps_its_files(tiny_backbone, sen
     assert (out / "notes.txt").read_text() == "mine" and listing(tmp_path) == ["results"]
 
 
+@pytest.mark.export
 def test_train_refuses_an_existing_file(tiny_backbone, sentiment_files, tmp_path):
     out = tmp_path / "model.bin"
     out.write_bytes(b"precious")
@@ -79,6 +81,7 @@ def test_train_refuses_an_existing_file(tiny_backbone, sentiment_files, tmp_path
     assert out.read_bytes() == b"precious" and listing(tmp_path) == ["model.bin"]
 
 
+@pytest.mark.export
 def test_train_replace_never_deletes_a_folder_that_is_not_a_checkpoint(
     tiny_backbone, sentiment_files, tmp_path
 ):
@@ -91,6 +94,7 @@ def test_train_replace_never_deletes_a_folder_that_is_not_a_checkpoint(
     assert (out / "notes.txt").read_text() == "mine" and listing(tmp_path) == ["results"]
 
 
+@pytest.mark.export
 def test_train_replace_swaps_in_a_complete_checkpoint(tiny_backbone, sentiment_files, checkpoints, tmp_path):
     out = tmp_path / "ckpt"
     shutil.copytree(checkpoints["mlp"], out)
@@ -102,6 +106,7 @@ def test_train_replace_swaps_in_a_complete_checkpoint(tiny_backbone, sentiment_f
     assert listing(tmp_path) == ["ckpt"]  # no temporary or .old folder left
 
 
+@pytest.mark.export
 def test_train_prints_the_labels_it_found_with_counts(tiny_backbone, tmp_path):
     rows = [*sentiment_rows(20, seed=5), ("good film", "pso")]  # a typo'd label
     data = write_tsv(tmp_path / "train.tsv", ["text", "label"], rows)
@@ -111,6 +116,7 @@ def test_train_prints_the_labels_it_found_with_counts(tiny_backbone, tmp_path):
     assert "labels found in" in result.output and "'pso' x1" in result.output
 
 
+@pytest.mark.export
 def test_train_with_labels_refuses_any_other_label(tiny_backbone, tmp_path):
     rows = [*sentiment_rows(20, seed=5), ("good film", "pso")]
     data = write_tsv(tmp_path / "train.tsv", ["text", "label"], rows)
@@ -119,6 +125,7 @@ def test_train_with_labels_refuses_any_other_label(tiny_backbone, tmp_path):
     assert "train.tsv:22: label 'pso' is not one of the task's labels" in result.output
 
 
+@pytest.mark.export
 @pytest.mark.parametrize("option", ["--epochs", "--lr", "--batch-size", "--prompt-length", "--max-length"])
 @pytest.mark.parametrize("value", ["0", "-1"])
 def test_train_validates_numeric_options(tiny_backbone, sentiment_files, tmp_path, option, value):
@@ -158,6 +165,23 @@ def test_sigterm_during_score_leaves_no_partial_and_the_old_output(bundle, tmp_p
     assert listing(tmp_path) == ["in.tsv", "out.tsv"]
 
 
+def test_ctrl_c_during_score_exits_130_and_leaves_the_old_output(bundle, tmp_path):
+    rows = sentiment_rows(200, seed=6) * 150  # 30,000 rows: seconds of work
+    source = write_tsv(tmp_path / "in.tsv", ["text", "label"], rows)
+    out = tmp_path / "out.tsv"
+    out.write_text("an earlier good result\n")
+    process = subprocess.Popen([*CLI, "score", str(source), "-o", str(out), "-b", str(bundle),
+                                "--chunk-rows", "64"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    _wait_for(lambda: any(p.name.startswith(".out.tsv") for p in tmp_path.iterdir()), process)
+    process.send_signal(signal.SIGINT)  # what Ctrl-C sends
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert b"stopped by SIGINT" in stderr and b"Traceback" not in stderr
+    assert out.read_text() == "an earlier good result\n"
+    assert listing(tmp_path) == ["in.tsv", "out.tsv"]
+
+
+@pytest.mark.export
 def test_sigterm_during_train_leaves_nothing(tiny_backbone, tmp_path):
     data = write_tsv(tmp_path / "train.tsv", ["text", "label"], sentiment_rows(400, seed=7))
     out = tmp_path / "ckpt"
@@ -174,6 +198,7 @@ def test_sigterm_during_train_leaves_nothing(tiny_backbone, tmp_path):
     assert listing(tmp_path) == ["train.tsv"]
 
 
+@pytest.mark.export
 def test_sigterm_during_export_leaves_nothing(checkpoints, tmp_path):
     out = tmp_path / "bundle"
     process = subprocess.Popen([*CLI, "export", str(checkpoints["lstm-deep"]), "-o", str(out)],
@@ -381,7 +406,7 @@ def test_corrupt_bytes_with_a_matching_checksum_name_the_file(copy, relative):
 
 
 def test_a_graph_with_external_data_is_refused(copy):
-    import onnx
+    onnx = pytest.importorskip("onnx", reason="writing a graph with external data needs onnx (export extra)")
 
     relative = "tasks/sentiment/generator.onnx"
     model = onnx.load(copy / relative)
@@ -433,6 +458,7 @@ def test_score_creates_a_missing_output_folder(bundle, tmp_path):
     assert listing(tmp_path / "new" / "deeper") == ["out.tsv"]
 
 
+@pytest.mark.export
 def test_train_refuses_an_output_folder_it_cannot_write_before_training(
     tiny_backbone, sentiment_files, tmp_path
 ):

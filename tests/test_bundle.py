@@ -117,3 +117,39 @@ def test_head_of_the_wrong_shape_is_refused(copy):
     )
     with pytest.raises(BundleError, match=r"expected float32 weight \[2, 32\] and bias \[2\]"):
         Classifier.load(copy)
+
+
+# ---- what export recorded in the committed bundle --------------------------------------------------
+
+
+def test_manifest_records_parity_and_checksums(bundle):
+    manifest = read_manifest(bundle)
+    task = manifest.tasks["sentiment"]
+    assert task.parity_max_abs_diff <= 1e-4
+    assert task.labels == ["neg", "pos"]
+    assert set(manifest.files) == {"tokenizer.json", "embed.onnx", "encoder.onnx",
+                                   "tasks/sentiment/generator.onnx", "tasks/sentiment/head.safetensors"}  # fmt: skip
+
+
+def test_backbone_graph_is_fused_at_export(bundle):
+    fusions = read_manifest(bundle).encoder_fusions
+    assert fusions.get("Attention") == 2  # one per layer of the tiny BERT
+    assert fusions.get("SkipLayerNormalization", 0) >= 2
+
+
+def test_int8_is_refused_where_the_bundle_has_none(bundle):
+    with pytest.raises(BundleError, match="has no int8 prepend encoder"):
+        Classifier.load(bundle, precision="int8")
+
+
+def test_a_bundle_of_the_first_version_still_loads(bundle, tmp_path):
+    # Written before the prefix fields existed: no encoder_prefix_*, no prefix_from_layer.
+    old = tmp_path / "old"
+    shutil.copytree(bundle, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest["encoder_prefix_file"], manifest["encoder_prefix_fusions"]
+    for task in manifest["tasks"].values():
+        del task["prefix_from_layer"]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    assert read_manifest(old).encoder_prefix_file == ""
+    assert Classifier.load(old).predict(["good"]) in (["neg"], ["pos"])

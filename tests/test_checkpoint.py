@@ -3,10 +3,13 @@
 import shutil
 
 import pytest
-import torch
-from safetensors.torch import load_file, save_file
 
-from ipt_edge_export.checkpoint import CheckpointError, read_checkpoint
+pytestmark = pytest.mark.export
+torch = pytest.importorskip("torch")
+
+from safetensors.torch import load_file, save_file  # noqa: E402
+
+from ipt_edge_export.checkpoint import CheckpointError, read_checkpoint  # noqa: E402
 
 
 def _as_version_0_1(source, target):

@@ -1,6 +1,8 @@
 """The ipt-edge command line, end to end and on bad input (exit code 2, a message, no partial output)."""
 
+import csv
 import json
+import re
 import subprocess
 import sys
 
@@ -8,17 +10,33 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from ipt_edge.classifier import Classifier
 from ipt_edge.cli import app
+from ipt_edge.tables import TableReader
 
-from .conftest import sentiment_rows, write_tsv
+from .tiny import pair_rows, sentiment_rows, write_tsv
 
 runner = CliRunner()
 
 
-def run(*args):
-    return runner.invoke(app, [str(a) for a in args])
+def run(*args, **kwargs):
+    return runner.invoke(app, [str(a) for a in args], **kwargs)
 
 
+def printed_accuracy(output: str) -> tuple[float, int, int]:
+    found = re.search(r"accuracy (\d\.\d{4}) \((\d+)/(\d+)\) against column 'label'", output)
+    assert found, output
+    return float(found[1]), int(found[2]), int(found[3])
+
+
+def accuracy_of(out, gold_to_name: dict[str, str]) -> tuple[int, int]:
+    """(correct, rows) recomputed from a scored file's `prediction` and gold `label` columns."""
+    with TableReader(out) as reader:
+        rows = [row for _, row in reader]
+    return sum(row["prediction"] == gold_to_name[row["label"]] for row in rows), len(rows)
+
+
+@pytest.mark.export
 def test_train_export_score_info_end_to_end(tiny_backbone, sentiment_files, tmp_path):
     train, dev = sentiment_files
     checkpoint, bundle, out = tmp_path / "ckpt", tmp_path / "bundle", tmp_path / "scored.tsv"
@@ -31,7 +49,9 @@ def test_train_export_score_info_end_to_end(tiny_backbone, sentiment_files, tmp_
     assert "parity: max |logit difference|" in result.output
     result = run("score", dev, "-o", out, "-b", bundle, "--label-column", "label")
     assert result.exit_code == 0, result.output
-    assert "accuracy" in result.output  # gold labels 'neg'/'pos' compare to names via label_values
+    # gold labels 'neg'/'pos' compare to the names 'negative'/'positive' via the task's label values
+    correct, rows = accuracy_of(out, {"neg": "negative", "pos": "positive"})
+    assert printed_accuracy(result.output) == (round(correct / rows, 4), correct, rows)
     lines = out.read_text().splitlines()
     assert lines[0] == "text\tlabel\tprediction\tprob_negative\tprob_positive"
     assert len(lines) == 1 + len(dev.read_text().splitlines()) - 1
@@ -41,23 +61,45 @@ def test_train_export_score_info_end_to_end(tiny_backbone, sentiment_files, tmp_
     assert "checksums: all 5 files match" in result.output
 
 
+def test_score_prints_its_accuracy_against_the_label_column(bundle, tmp_path):
+    source = write_tsv(tmp_path / "in.tsv", ["text", "label"], sentiment_rows(40, seed=8))
+    out = tmp_path / "out.tsv"
+    result = run("score", source, "-o", out, "-b", bundle, "--label-column", "label")
+    assert result.exit_code == 0, result.output
+    correct, rows = accuracy_of(out, {"neg": "neg", "pos": "pos"})
+    assert 0 < correct < rows == 40  # the committed task gets most, not all, right: a wrong count shows
+    assert printed_accuracy(result.output) == (round(correct / rows, 4), correct, rows)
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
 def test_score_writes_the_format_it_reads(bundle, tmp_path, suffix):
     rows = sentiment_rows(5, seed=3)
     source = tmp_path / f"in{suffix}"
     if suffix == ".csv":
-        source.write_text("id,text\n" + "".join(f'{i},"{t}, really"\n' for i, (t, _) in enumerate(rows)))
+        texts = [f"{t}, really" for t, _ in rows]  # a comma: the field must be quoted
+        source.write_text("id,text\n" + "".join(f'{i},"{t}"\n' for i, t in enumerate(texts)))
     else:
-        source.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, (t, _) in enumerate(rows)))
+        texts = [t for t, _ in rows]
+        source.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(texts)))
     out = tmp_path / f"out{suffix}"
     result = run("score", source, "-o", out, "-b", bundle)
     assert result.exit_code == 0, result.output
+    expected = Classifier.load(bundle).predict_proba(texts)
     if suffix == ".jsonl":
         records = [json.loads(line) for line in out.read_text().splitlines()]
         assert [r["id"] for r in records] == [0, 1, 2, 3, 4]  # JSON numbers stay numbers
-        assert {"prediction", "prob_neg", "prob_pos"} <= set(records[0])
+        assert all(isinstance(r["prob_pos"], float) for r in records)  # probabilities are JSON numbers
     else:
-        assert out.read_text().splitlines()[1].startswith('0,"')
+        with open(out, newline="", encoding="utf-8") as file:
+            records = list(csv.DictReader(file))
+        assert list(records[0]) == ["id", "text", "prediction", "prob_neg", "prob_pos"]
+        assert [r["id"] for r in records] == ["0", "1", "2", "3", "4"]
+        assert all(re.fullmatch(r"0\.\d{6}|1\.000000", r["prob_pos"]) for r in records)  # 6 decimals
+    assert [r["text"] for r in records] == texts
+    assert [r["prediction"] for r in records] == [["neg", "pos"][int(p.argmax())] for p in expected]
+    np.testing.assert_allclose(
+        [[float(r["prob_neg"]), float(r["prob_pos"])] for r in records], expected, atol=1e-6
+    )
 
 
 def test_score_streams_in_chunks_and_keeps_row_order(bundle, tmp_path):
@@ -105,6 +147,76 @@ def test_predict_reads_stdin_lines(bundle):
     assert set(records[0]["probabilities"]) == {"neg", "pos"}
 
 
+def test_predict_prints_label_probability_and_text_per_line(bundle):
+    texts = ["the film was good", "it was a dull movie"]
+    result = run("predict", "-b", bundle, *texts)
+    assert result.exit_code == 0, result.output
+    probabilities = Classifier.load(bundle).predict_proba(texts)
+    assert result.stdout.splitlines() == [
+        f"{['neg', 'pos'][int(p.argmax())]}\t{p.max():.4f}\t{text}"
+        for text, p in zip(texts, probabilities, strict=True)
+    ]  # label p<TAB>text
+
+
+def test_the_bundle_may_come_from_ipt_edge_bundle(bundle, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no ./bundle to fall back on
+    result = run("predict", "--json", "the film was good", env={"IPT_EDGE_BUNDLE": str(bundle)})
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["label"] == Classifier.load(bundle).predict(["the film was good"])[0]
+
+
+def test_predict_reads_a_pair_as_premise_tab_hypothesis(pair_bundle):
+    pairs = [("the film was good", "it is good"), ("the film was dull", "it is superb")]
+    result = run("predict", "-b", pair_bundle, "--json", *(f"{a}\t{b}" for a, b in pairs))
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    expected = Classifier.load(pair_bundle).predict_proba(pairs)
+    got = [[r["probabilities"][label] for label in ("differ", "same")] for r in records]
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_predict_on_a_pair_task_refuses_a_text_without_a_tab(pair_bundle):
+    result = run("predict", "-b", pair_bundle, "the film was good")
+    assert result.exit_code == 2
+    assert "takes pairs, written TEXT<tab>TEXT_PAIR" in result.output
+
+
+def test_score_text_pair_column_scores_pairs(pair_bundle, tmp_path):
+    rows = pair_rows(6, seed=10)
+    source = write_tsv(tmp_path / "in.tsv", ["premise", "hypothesis", "label"], rows)
+    out = tmp_path / "out.jsonl"
+    result = run("score", source, "-o", out, "-b", pair_bundle, "--text-column", "premise",
+                 "--text-pair-column", "hypothesis")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["premise"], r["hypothesis"]) for r in records] == [(a, b) for a, b, _ in rows]
+    expected = Classifier.load(pair_bundle).predict_proba([(a, b) for a, b, _ in rows])
+    np.testing.assert_allclose([[r["prob_differ"], r["prob_same"]] for r in records], expected, atol=1e-6)
+
+
+def test_score_on_a_pair_task_without_text_pair_column_says_to_pass_it(pair_bundle, tmp_path):
+    source = write_tsv(tmp_path / "in.tsv", ["text", "hypothesis"], [("the film was good", "it is good")])
+    result = run("score", source, "-o", tmp_path / "out.tsv", "-b", pair_bundle)
+    assert result.exit_code == 2
+    assert "takes text pairs: pass --text-pair-column" in result.output
+
+
+@pytest.mark.export
+def test_train_text_pair_column_trains_a_pair_task(tiny_backbone, tmp_path):
+    from ipt_edge_export.checkpoint import read_checkpoint
+
+    rows = pair_rows(32, seed=11)
+    train = write_tsv(tmp_path / "pairs.tsv", ["premise", "hypothesis", "label"], rows)
+    checkpoint, bundle = tmp_path / "ckpt", tmp_path / "bundle"
+    result = run("train", train, "-o", checkpoint, "--backbone", tiny_backbone, "--text-column", "premise",
+                 "--text-pair-column", "hypothesis", "--generator", "static", "--prompt-length", "2",
+                 "--epochs", "0.5")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert read_checkpoint(checkpoint).config.text_pair
+    assert run("export", checkpoint, "-o", bundle).exit_code == 0
+    assert Classifier.load(bundle).task.text_pair
+
+
 def test_predict_reports_truncation(bundle):
     result = run("predict", "-b", bundle, " ".join(["good film"] * 200))
     assert result.exit_code == 0
@@ -128,6 +240,7 @@ def test_predict_on_a_corrupt_bundle_fails_clearly(bundle, tmp_path):
     assert "embed.onnx" in result.output and "the manifest says" in result.output
 
 
+@pytest.mark.export
 def test_train_refuses_a_label_the_task_does_not_know(tiny_backbone, sentiment_files, tmp_path):
     train, _ = sentiment_files
     dev = write_tsv(tmp_path / "dev.tsv", ["text", "label"], [("good", "pos"), ("meh", "neutral")])
@@ -137,6 +250,7 @@ def test_train_refuses_a_label_the_task_does_not_know(tiny_backbone, sentiment_f
     assert not (tmp_path / "ckpt").exists()
 
 
+@pytest.mark.export
 def test_train_missing_column_names_the_option(tiny_backbone, sentiment_files, tmp_path):
     train, _ = sentiment_files
     result = run(
@@ -157,6 +271,7 @@ def test_train_without_the_export_extra_says_how_to_install_it(tmp_path):
     assert "pip install 'ipt-edge[export]'" in result.stderr
 
 
+@pytest.mark.export
 def test_train_can_start_from_a_pretrained_generator(tiny_backbone, sentiment_files, checkpoints, tmp_path):
     from safetensors.numpy import load_file
 
@@ -170,6 +285,7 @@ def test_train_can_start_from_a_pretrained_generator(tiny_backbone, sentiment_fi
     np.testing.assert_allclose(started["generator.up.weight"], pretrained["generator.up.weight"], atol=1e-6)
 
 
+@pytest.mark.export
 def test_pretrained_generator_of_another_kind_is_refused(
     tiny_backbone, sentiment_files, checkpoints, tmp_path
 ):

@@ -4,7 +4,8 @@ import csv
 
 from ipt_edge.tables import TableReader
 from ipt_edge_export.datasets import rotten_split, rte_split, sst2_sentence_split
-from tests.conftest import write_tsv
+
+from .tiny import write_tsv
 
 
 def _rows(path):

@@ -1,19 +1,22 @@
-"""Export: parity with PyTorch for every generator, the bundle written whole or not at all."""
+"""Export: parity with PyTorch for every generator, the bundle written whole or not at all. Every test
+here trains or exports with PyTorch (the export extra)."""
 
 import json
 import shutil
 
 import numpy as np
 import pytest
-import torch
 
-from ipt_edge.bundle import read_manifest
-from ipt_edge.classifier import Classifier
-from ipt_edge.tokenization import TextEncoder
-from ipt_edge_export.checkpoint import model_from_checkpoint, read_checkpoint
-from ipt_edge_export.onnx_export import ExportError, export_checkpoint
+pytestmark = pytest.mark.export
+pytest.importorskip("torch")
 
-from .conftest import ALL_KINDS, train_checkpoint, write_tsv
+from ipt_edge.bundle import read_manifest  # noqa: E402
+from ipt_edge.classifier import Classifier  # noqa: E402
+from ipt_edge_export.checkpoint import read_checkpoint  # noqa: E402
+from ipt_edge_export.onnx_export import ExportError, export_checkpoint  # noqa: E402
+
+from .tiny import ALL_KINDS, train_checkpoint, write_tsv  # noqa: E402
+from .tiny import torch_logits as torch_logits  # noqa: E402
 
 TEXTS = [
     "the film was good",
@@ -21,15 +24,6 @@ TEXTS = [
     "superb",
     "it is so lovely the cast is great",
 ]
-
-
-def torch_logits(checkpoint, backbone, texts):
-    model, source = model_from_checkpoint(read_checkpoint(checkpoint), str(backbone))
-    batch = TextEncoder(source.tokenizer_path, model.config.max_length).encode(texts)
-    with torch.no_grad():
-        return model(
-            *(torch.from_numpy(a) for a in (batch.input_ids, batch.attention_mask, batch.token_type_ids))
-        ).numpy()
 
 
 @pytest.mark.parametrize("kind", ALL_KINDS)
@@ -52,15 +46,6 @@ def test_pair_task_matches_pytorch(tiny_backbone, tmp_path):
     pairs = [("the film good", "it is bad"), ("the film dull", "it is dull")]
     runtime = Classifier.load(tmp_path / "b").logits(pairs)
     np.testing.assert_allclose(runtime, torch_logits(checkpoint, tiny_backbone, pairs), atol=1e-4, rtol=0)
-
-
-def test_manifest_records_parity_and_checksums(bundle):
-    manifest = read_manifest(bundle)
-    task = manifest.tasks["sentiment"]
-    assert task.parity_max_abs_diff <= 1e-4
-    assert task.labels == ["neg", "pos"]
-    assert set(manifest.files) == {"tokenizer.json", "embed.onnx", "encoder.onnx",
-                                   "tasks/sentiment/generator.onnx", "tasks/sentiment/head.safetensors"}  # fmt: skip
 
 
 def test_second_task_adds_only_its_own_files(checkpoints, tmp_path):
@@ -139,12 +124,6 @@ def test_deep_and_shallow_tasks_share_one_backbone_graph(checkpoints, tmp_path):
         assert len(Classifier.load(path, task=task).predict(TEXTS)) == len(TEXTS)
 
 
-def test_backbone_graph_is_fused_at_export(bundle):
-    fusions = read_manifest(bundle).encoder_fusions
-    assert fusions.get("Attention") == 2  # one per layer of the tiny BERT
-    assert fusions.get("SkipLayerNormalization", 0) >= 2
-
-
 def test_unfused_export_still_matches_pytorch(checkpoints, tiny_backbone, tmp_path):
     export_checkpoint(checkpoints["mlp"], tmp_path / "b", optimize=False, log=lambda m: None)
     assert read_manifest(tmp_path / "b").encoder_fusions == {}
@@ -199,13 +178,6 @@ def test_int8_beyond_tolerance_is_refused_and_nothing_written(checkpoints, senti
         export_checkpoint(checkpoints["mlp"], tmp_path / "b", int8=Calibration(dev, tolerance=-101.0),
                           log=lambda m: None)  # fmt: skip
     assert list(tmp_path.iterdir()) == []
-
-
-def test_int8_is_refused_where_the_bundle_has_none(bundle):
-    from ipt_edge.bundle import BundleError
-
-    with pytest.raises(BundleError, match="has no int8 prepend encoder"):
-        Classifier.load(bundle, precision="int8")
 
 
 def test_failed_replace_keeps_the_old_task_working(checkpoints, tmp_path, monkeypatch):

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import threading
 
@@ -14,19 +15,12 @@ from typer.testing import CliRunner
 from ipt_edge import Bundle
 from ipt_edge.bundle import BundleError
 from ipt_edge.cli import app
-from ipt_edge_export.onnx_export import export_checkpoint
 
-from .conftest import sentiment_rows, train_checkpoint, write_tsv
-from .test_export import torch_logits
+from .tiny import MULTI_TASKS, rating_rows, sentiment_rows, write_tsv
 
-TASKS = {  # name -> checkpoint key in `checkpoints`, or a (generator, P) trained here
-    "mlp4": "mlp",
-    "deep4": "mlp-deep",
-    "static2": ("static", 2),
-    "attn4": "attn-prefix",
-    "prefix2": ("prefix", 2),
-    "late4": "mlp-prefix@1",
-}
+# The committed bundle (`multi`, tests/bundles/multi) holds MULTI_TASKS: mlp4, deep4, static2, attn4,
+# prefix2, late4 (labels neg/pos) and rating3 (labels low/mid/high).
+TASKS = MULTI_TASKS
 TEXTS = [
     "the film was good",
     "a dull and boring plot , very poor",
@@ -35,14 +29,26 @@ TEXTS = [
     "bad",
     "the story was fine and the cast superb but the plot dull",
 ]
+# The PyTorch parity test trains its own tasks (name -> checkpoint key in `checkpoints`, or a
+# (generator, P) trained here) and exports them into a bundle of its own.
+PARITY_TASKS = {
+    "mlp4": "mlp",
+    "deep4": "mlp-deep",
+    "static2": ("static", 2),
+    "attn4": "attn-prefix",
+    "prefix2": ("prefix", 2),
+    "late4": "mlp-prefix@1",
+}
 
 
 @pytest.fixture(scope="module")
 def sources(checkpoints, tiny_backbone, sentiment_files, tmp_path_factory):
+    from .tiny import train_checkpoint
+
     folder = tmp_path_factory.mktemp("multitask")
     train, dev = sentiment_files
     made = {}
-    for name, source in TASKS.items():
+    for name, source in PARITY_TASKS.items():
         if isinstance(source, tuple):
             generator, p = source
             made[name] = train_checkpoint(
@@ -54,7 +60,9 @@ def sources(checkpoints, tiny_backbone, sentiment_files, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def multi(sources, tmp_path_factory):
+def exported(sources, tmp_path_factory):
+    from ipt_edge_export.onnx_export import export_checkpoint
+
     path = tmp_path_factory.mktemp("multi") / "bundle"
     for name, checkpoint in sources.items():
         export_checkpoint(checkpoint, path, task=name, log=lambda m: None)
@@ -82,8 +90,9 @@ def test_classifiers_of_one_bundle_share_its_sessions(multi):
 def test_mixed_batch_equals_each_task_alone(multi):
     bundle = Bundle.load(multi)
     names = list(TASKS)
-    texts = [TEXTS[i % len(TEXTS)] for i in range(4 * len(names))]
-    tasks = [names[(i * 7) % len(names)] for i in range(len(texts))]  # interleaved
+    tasks = names * 4
+    random.Random(0).shuffle(tasks)  # interleaved, each task 4 times
+    texts = [TEXTS[i % len(TEXTS)] for i in range(len(tasks))]
     mixed = bundle.logits(texts, tasks, batch_size=5)
     for name in names:
         rows = [i for i, t in enumerate(tasks) if t == name]
@@ -91,9 +100,12 @@ def test_mixed_batch_equals_each_task_alone(multi):
         np.testing.assert_allclose(np.stack([mixed[i] for i in rows]), expected, atol=1e-4, rtol=0)
 
 
-def test_mixed_batch_matches_pytorch_for_every_task(multi, sources, tiny_backbone):
-    bundle = Bundle.load(multi)
-    names = list(TASKS)
+@pytest.mark.export
+def test_mixed_batch_matches_pytorch_for_every_task(exported, sources, tiny_backbone):
+    from .tiny import torch_logits
+
+    bundle = Bundle.load(exported)
+    names = list(PARITY_TASKS)
     tasks = [names[i % len(names)] for i in range(len(names) * 2)]
     texts = [TEXTS[i % len(TEXTS)] for i in range(len(tasks))]
     mixed = bundle.logits(texts, tasks, batch_size=len(tasks))
@@ -117,8 +129,8 @@ def test_tasks_of_different_prompt_lengths_share_one_encoder_call(multi, monkeyp
 
 
 def test_predict_proba_gives_each_row_its_tasks_labels(multi):
-    probabilities = Bundle.load(multi).predict_proba(["good", "bad"], ["attn4", "static2"])
-    assert [p.shape for p in probabilities] == [(2,), (2,)]
+    probabilities = Bundle.load(multi).predict_proba(["good", "bad", "fine"], ["attn4", "rating3", "static2"])
+    assert [p.shape for p in probabilities] == [(2,), (3,), (2,)]
     assert all(abs(p.sum() - 1) < 1e-6 for p in probabilities)
 
 
@@ -159,7 +171,8 @@ def test_one_bundle_from_many_threads_equals_serial_use(multi):
     for thread in threads:
         thread.join()
     for got, expected in zip(results, serial, strict=True):
-        np.testing.assert_array_equal(np.stack(got), np.stack(expected))
+        for got_row, expected_row in zip(got, expected, strict=True):  # rating3's rows have 3 labels
+            np.testing.assert_array_equal(got_row, expected_row)
 
 
 def test_truncation_is_returned_per_call_not_kept(multi):
@@ -202,10 +215,39 @@ def test_predict_json_answers_every_asked_task(multi):
     assert set(records[0]["tasks"]["attn4"]["probabilities"]) == {"neg", "pos"}
 
 
-def test_predict_without_a_task_on_a_multi_task_bundle_answers_all(multi):
+def test_predict_without_a_task_on_a_multi_task_bundle_answers_every_task(multi):
+    result = run("predict", "-b", multi, "--json", "good")
+    assert result.exit_code == 0, result.output
+    assert set(json.loads(result.stdout)["tasks"]) == set(TASKS)
+
+
+def test_predict_all_tasks_answers_every_task(multi):
     result = run("predict", "-b", multi, "--all-tasks", "--json", "good")
     assert result.exit_code == 0, result.output
     assert set(json.loads(result.stdout)["tasks"]) == set(TASKS)
+
+
+def test_predict_prints_each_tasks_label_and_probability_then_the_text(multi):
+    result = run("predict", "-b", multi, "--task", "mlp4", "--task", "rating3", "the film was good", "dull")
+    assert result.exit_code == 0, result.output
+    bundle = Bundle.load(multi)
+    expected = []
+    for text in ["the film was good", "dull"]:
+        answers = []
+        for name in ["mlp4", "rating3"]:
+            classifier = bundle.classifier(name)
+            row = classifier.predict_proba([text])[0]
+            answers.append(f"{name}:{classifier.labels[int(row.argmax())]} {row.max():.4f}")
+        expected.append("\t".join([*answers, text]))
+    assert result.stdout.splitlines() == expected  # A:label p<TAB>B:label p<TAB>text
+
+
+def test_predict_with_no_task_answers_every_task_in_plain_text(multi):
+    result = run("predict", "-b", multi, "good")
+    assert result.exit_code == 0, result.output
+    *answers, text = result.stdout.rstrip("\n").split("\t")
+    assert text == "good"
+    assert [answer.split(":")[0] for answer in answers] == Bundle.load(multi).tasks
 
 
 def test_score_writes_columns_per_task_in_one_pass(multi, tmp_path):
@@ -239,6 +281,29 @@ def test_score_task_column_scores_each_row_with_its_task(multi, tmp_path):
         assert row["prediction"] == classifier.labels[int(expected.argmax())]
         got = [row[f"prob_{label}"] for label in classifier.labels]
         np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_score_task_column_leaves_a_cell_empty_where_a_label_is_not_the_rows_tasks(multi, tmp_path):
+    rows = [(sentiment_rows(1, seed=21)[0][0], "mlp4"), (rating_rows(1, seed=22)[0][0], "rating3")]
+    source = write_tsv(tmp_path / "in.tsv", ["text", "task"], rows)
+    out = tmp_path / "out.csv"
+    result = run("score", source, "-o", out, "-b", multi, "--task-column", "task")
+    assert result.exit_code == 0, result.output
+    header, *lines = [line.split(",") for line in out.read_text().splitlines()]
+    probability_columns = sorted(name for name in header if name.startswith("prob_"))
+    assert probability_columns == ["prob_high", "prob_low", "prob_mid", "prob_neg", "prob_pos"]
+    scored = [dict(zip(header, line, strict=True)) for line in lines]
+    assert [name for name in probability_columns if scored[0][name] == ""] == [
+        "prob_high", "prob_low", "prob_mid"
+    ]  # fmt: skip
+    assert [name for name in probability_columns if scored[1][name] == ""] == ["prob_neg", "prob_pos"]
+    bundle = Bundle.load(multi)
+    for row, (text, task) in zip(scored, rows, strict=True):
+        classifier = bundle.classifier(task)
+        expected = classifier.predict_proba([text])[0]
+        got = [float(row[f"prob_{label}"]) for label in classifier.labels]
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+        assert row["prediction"] == classifier.labels[int(expected.argmax())]
 
 
 def test_score_task_column_with_an_unknown_task_names_the_line(multi, tmp_path):

@@ -17,7 +17,7 @@ from typer.testing import CliRunner  # noqa: E402
 
 from ipt_edge.cli import app  # noqa: E402
 
-from .conftest import sentiment_rows, write_tsv  # noqa: E402
+from .tiny import sentiment_rows, write_tsv  # noqa: E402
 
 runner = CliRunner()
 
@@ -105,6 +105,23 @@ def test_a_folder_of_parquet_files_is_one_dataset_in_name_order(bundle, tmp_path
     result = run("score", folder, "-o", out, "-b", bundle, "--chunk-rows", "4")
     assert result.exit_code == 0, result.output
     assert pq.read_table(out).column("text").to_pylist() == rows
+
+
+def test_a_folder_skips_metadata_success_and_hidden_files(bundle, tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    table = pa.table({"text": ["good film", "dull plot"]})
+    pq.write_table(table, folder / "part-0.parquet")
+    other = pa.table({"text": ["not a row"], "extra": [1]})  # a real Parquet file of another schema
+    pq.write_metadata(other.schema, folder / "_metadata")
+    pq.write_table(other, folder / "_common.parquet")  # "_" names are bookkeeping, as Spark writes them
+    pq.write_table(other, folder / ".hidden.parquet")
+    (folder / "_SUCCESS").write_text("")
+    (folder / ".part-0.parquet.crc").write_bytes(b"\x00crc")
+    out = tmp_path / "out.parquet"
+    result = run("score", folder, "-o", out, "-b", bundle)
+    assert result.exit_code == 0, result.output
+    assert pq.read_table(out).column("text").to_pylist() == ["good film", "dull plot"]
 
 
 def test_a_folder_whose_files_differ_in_schema_is_refused(bundle, tmp_path):

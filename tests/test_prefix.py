@@ -1,22 +1,30 @@
-"""Prefix kinds: keys/values in every layer's attention instead of extra positions."""
+"""Prefix kinds: keys/values in every layer's attention instead of extra positions. Every test here
+needs PyTorch (the export extra)."""
 
-import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from transformers import BertConfig, BertModel
 
-from ipt_edge.bundle import BundleError, read_manifest
-from ipt_edge.classifier import Classifier
-from ipt_edge_export.checkpoint import model_from_checkpoint, read_checkpoint
-from ipt_edge_export.model import IPTConfig, IPTModel, PrefixEncoder, prefix_attention_layer, prefix_mask
-from ipt_edge_export.onnx_export import export_checkpoint
+pytestmark = pytest.mark.export
+torch = pytest.importorskip("torch")
 
-from .conftest import PREFIX_KINDS
-from .test_export import TEXTS, torch_logits
+from transformers import BertConfig, BertModel  # noqa: E402
+
+from ipt_edge.bundle import BundleError, read_manifest  # noqa: E402
+from ipt_edge.classifier import Classifier  # noqa: E402
+from ipt_edge_export.checkpoint import model_from_checkpoint, read_checkpoint  # noqa: E402
+from ipt_edge_export.model import (  # noqa: E402
+    IPTConfig,
+    IPTModel,
+    PrefixEncoder,
+    prefix_attention_layer,
+    prefix_mask,
+)
+from ipt_edge_export.onnx_export import export_checkpoint  # noqa: E402
+
+from .test_export import TEXTS  # noqa: E402
+from .tiny import PREFIX_KINDS, torch_logits  # noqa: E402
 
 MORE_TEXTS = [*TEXTS, "good", "the plot and the cast and the story were awful , so boring", "fine film"]
 
@@ -151,7 +159,26 @@ def test_prefix_only_bundle_has_only_the_prefix_encoder(checkpoints, tmp_path):
     manifest = read_manifest(tmp_path / "b")
     assert (manifest.encoder_file, manifest.encoder_prefix_file) == ("", "encoder_prefix.onnx")
     assert sorted(p.name for p in (tmp_path / "b").glob("*.onnx")) == ["embed.onnx", "encoder_prefix.onnx"]
-    assert manifest.encoder_prefix_fusions == {}  # left unfused: it measured faster (onnx_export.py)
+
+
+def test_the_prefix_encoder_is_the_fused_plain_backbone_fed_through_past(checkpoints, tmp_path):
+    import onnx
+
+    export_checkpoint(checkpoints["prefix"], tmp_path / "b", task="p", log=lambda m: None)
+    layers = read_manifest(tmp_path / "b").backbone.num_layers
+    assert read_manifest(tmp_path / "b").encoder_prefix_fusions["Attention"] == layers
+    graph = onnx.load(str(tmp_path / "b" / "encoder_prefix.onnx")).graph
+    attention = [node for node in graph.node if node.op_type == "Attention"]
+    assert [node.input[4] for node in attention] == [f"prefix/layer{i}/past" for i in range(layers)]
+    assert not [node for node in graph.node if node.op_type == "Softmax"]  # no unfused attention left
+
+
+def test_an_unfused_prefix_export_still_matches_pytorch(checkpoints, tiny_backbone, tmp_path):
+    export_checkpoint(checkpoints["mlp-prefix"], tmp_path / "b", task="p", optimize=False, log=lambda m: None)
+    assert read_manifest(tmp_path / "b").encoder_prefix_fusions == {}
+    texts = ["the film was good", "a dull and boring plot , very poor", "superb"]
+    got = Classifier.load(tmp_path / "b").logits(texts)
+    np.testing.assert_allclose(got, torch_logits(checkpoints["mlp-prefix"], tiny_backbone, texts), atol=1e-4)
 
 
 def test_prefix_task_added_to_an_old_style_bundle_and_both_work(checkpoints, tiny_backbone, tmp_path):
@@ -184,19 +211,6 @@ def test_old_style_task_added_to_a_prefix_bundle_gets_the_prepend_encoder(checkp
     assert (manifest.encoder_file, manifest.encoder_prefix_file) == ("encoder.onnx", "encoder_prefix.onnx")
     assert manifest.encoder_fusions.get("Attention") == 2
     assert len(Classifier.load(path, task="old").predict(TEXTS)) == len(TEXTS)
-
-
-def test_a_bundle_of_the_first_version_still_loads(bundle, tmp_path):
-    # Written before the prefix fields existed: no encoder_prefix_*, no prefix_from_layer.
-    old = tmp_path / "old"
-    shutil.copytree(bundle, old)
-    manifest = json.loads((old / "manifest.json").read_text())
-    del manifest["encoder_prefix_file"], manifest["encoder_prefix_fusions"]
-    for task in manifest["tasks"].values():
-        del task["prefix_from_layer"]
-    (old / "manifest.json").write_text(json.dumps(manifest))
-    assert read_manifest(old).encoder_prefix_file == ""
-    assert Classifier.load(old).predict(["good"]) in (["neg"], ["pos"])
 
 
 def test_generator_outputs_off_the_contract_are_refused(checkpoints, tmp_path):

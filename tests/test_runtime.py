@@ -23,11 +23,22 @@ def test_predict_proba_rows_are_distributions_over_the_labels(classifier):
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-6)
 
 
+# Texts of both labels, of different lengths (batches are sorted by length), that the committed task
+# classifies correctly with a margin (its probabilities of "pos": 0.70 0.32 0.85 0.21 0.92 0.32).
+LABELLED = [
+    ("the film was good", "pos"),
+    ("it was a dull movie", "neg"),
+    ("a very lovely story and a great cast", "pos"),
+    ("the cast is very poor", "neg"),
+    ("superb", "pos"),
+    ("the plot was so boring", "neg"),
+]
+
+
 def test_predict_returns_label_names_in_input_order(classifier):
-    labels = classifier.predict(TEXTS)
-    single = [classifier.predict([text])[0] for text in TEXTS]
-    assert labels == single
-    assert set(labels) <= {"neg", "pos"}
+    texts = [text for text, _ in LABELLED]
+    assert classifier.predict(texts) == [label for _, label in LABELLED]
+    assert classifier.predict(texts[::-1]) == [label for _, label in LABELLED[::-1]]
 
 
 def test_batch_size_and_padding_do_not_change_results(classifier):
@@ -66,14 +77,22 @@ def test_asking_for_an_unavailable_provider_fails_clearly(bundle):
         Classifier.load(bundle, providers="cuda")
 
 
-def test_runtime_never_imports_torch(bundle):
+def test_runtime_never_imports_torch(bundle, tmp_path):
+    source = tmp_path / "in.tsv"
+    source.write_text("text\nthe film was good\ndull\n")
+    out = tmp_path / "out.tsv"
     code = (
         "import sys\n"
         "from ipt_edge.classifier import Classifier\n"
-        "import ipt_edge.cli\n"
+        "import ipt_edge.cli, ipt_edge.scoring, ipt_edge.ray\n"
         f"print(Classifier.load({str(bundle)!r}).predict(['the film was good']))\n"
-        "heavy = [m for m in ('torch', 'transformers', 'optimum') if m in sys.modules]\n"
-        "assert not heavy, heavy\n"
+        "try:\n"
+        f"    ipt_edge.cli.app(['score', {str(source)!r}, '-o', {str(out)!r}, '-b', {str(bundle)!r}])\n"
+        "except SystemExit as done:\n"
+        "    assert done.code == 0, done.code\n"
+        "print([m for m in ('torch', 'transformers', 'optimum') if m in sys.modules])\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+    assert len(out.read_text().splitlines()) == 3  # the score really ran
+    assert result.stdout.splitlines()[-1] == "[]"  # the heavy modules it imported

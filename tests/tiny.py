@@ -1,0 +1,148 @@
+"""The tiny world the tests live in: a 2-layer, hidden-32 random BERT with its own WordPiece tokenizer,
+and labelled rows made from its vocabulary. Shared by tests/conftest.py and tests/bundles/make.py.
+
+Importing this module needs only the runtime (tokenizers); `write_backbone`, `train_checkpoint` and
+`torch_logits` import torch and the export side when called."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+POSITIVE = ["good", "great", "fine", "lovely", "superb"]
+NEGATIVE = ["bad", "awful", "poor", "dull", "boring"]
+FILLER = ["the", "film", "was", "a", "plot", "and", "very", "movie", "story", "is", "it", "so", "cast"]
+ALL_KINDS = ("static", "static-deep", "lookup", "mlp", "mlp-deep", "lstm", "cnn", "lstm-deep", "cnn-deep")
+PREFIX_KINDS = ("prefix", "mlp-prefix", "attn-prefix")
+
+BUNDLES = Path(__file__).parent / "bundles"
+SENTIMENT_BUNDLE = BUNDLES / "sentiment"  # one mlp task "sentiment", labels neg/pos
+MULTI_BUNDLE = BUNDLES / "multi"  # MULTI_TASKS below
+PAIR_BUNDLE = BUNDLES / "pair"  # one pair task "entail", labels differ/same
+
+# The committed multi-task bundle: name -> (generator, P, extra training options). Prepend and prefix
+# kinds, prompt lengths 2 and 4, a prefix from layer 1 only, and "rating3", whose labels differ from
+# everyone else's (low/mid/high where the others have neg/pos).
+MULTI_TASKS = {
+    "mlp4": ("mlp", 4, {}),
+    "deep4": ("mlp-deep", 4, {}),
+    "static2": ("static", 2, {}),
+    "attn4": ("attn-prefix", 4, {}),
+    "prefix2": ("prefix", 2, {}),
+    "late4": ("mlp-prefix", 4, {"prefix_from_layer": 1}),
+    "rating3": ("mlp", 4, {"labels": "low,mid,high"}),
+}
+
+
+def write_tokenizer(path: Path) -> list[str]:
+    from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
+    from tokenizers.models import WordPiece
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    letters = list("abcdefghijklmnopqrstuvwxyz") + ["##" + c for c in "abcdefghijklmnopqrstuvwxyz"]
+    words = [w for w in POSITIVE + NEGATIVE + FILLER if w not in letters]
+    vocab = specials + words + letters + list(".,!?'")
+    tokenizer = Tokenizer(WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", 2), ("[SEP]", 3)],
+    )
+    tokenizer.decoder = decoders.WordPiece()
+    tokenizer.save(str(path))
+    return vocab
+
+
+def write_backbone(folder: Path) -> Path:
+    """A 2-layer, hidden-32 BERT folder (config.json, model.safetensors, tokenizer.json), seed 0."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = write_tokenizer(folder / "tokenizer.json")
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    BertModel(config).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def sentiment_rows(n: int, seed: int) -> list[tuple[str, str]]:
+    """Four filler words and one sentiment word, shuffled; the label is the sentiment word's."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        positive = rng.random() < 0.5
+        words = [*rng.sample(FILLER, 4), rng.choice(POSITIVE if positive else NEGATIVE)]
+        rng.shuffle(words)
+        rows.append((" ".join(words), "pos" if positive else "neg"))
+    return rows
+
+
+def rating_rows(n: int, seed: int) -> list[tuple[str, str]]:
+    """Three labels: a negative word is low, a positive one high, no sentiment word mid."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        label = rng.choice(["low", "mid", "high"])
+        words = rng.sample(FILLER, 4)
+        if label != "mid":
+            words.append(rng.choice(NEGATIVE if label == "low" else POSITIVE))
+        rng.shuffle(words)
+        rows.append((" ".join(words), label))
+    return rows
+
+
+def pair_rows(n: int, seed: int) -> list[tuple[str, str, str]]:
+    """(premise, hypothesis, label): "same" where both carry the same sentiment word."""
+    rng = random.Random(seed)
+    words = POSITIVE + NEGATIVE
+    rows = []
+    for _ in range(n):
+        first = rng.choice(words)
+        same = rng.random() < 0.5
+        second = first if same else rng.choice([w for w in words if w != first])
+        rows.append((f"the film was {first}", f"it is {second}", "same" if same else "differ"))
+    return rows
+
+
+def write_tsv(path: Path, header: list[str], rows: list[tuple]) -> Path:
+    lines = ["\t".join(header)] + ["\t".join(row) for row in rows]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def train_checkpoint(backbone: Path, train: Path, dev: Path | None, out: Path, **options) -> Path:
+    from ipt_edge_export.train import TrainOptions
+    from ipt_edge_export.train import train as run
+
+    settings = {"generator": "mlp", "prompt_length": 4, "epochs": 1.0, "batch_size": 16, "lr": 1e-2}
+    settings.update(options)
+    run(
+        TrainOptions(train_file=train, dev_file=dev, out_dir=out, backbone=str(backbone), **settings),
+        progress=lambda message: None,
+    )
+    return out
+
+
+def torch_logits(checkpoint: Path, backbone: Path, texts: list):
+    """The PyTorch model's logits for `texts`: what an exported task must reproduce."""
+    import torch
+
+    from ipt_edge.tokenization import TextEncoder
+    from ipt_edge_export.checkpoint import model_from_checkpoint, read_checkpoint
+
+    model, source = model_from_checkpoint(read_checkpoint(checkpoint), str(backbone))
+    batch = TextEncoder(source.tokenizer_path, model.config.max_length).encode(texts)
+    with torch.no_grad():
+        return model(
+            *(torch.from_numpy(a) for a in (batch.input_ids, batch.attention_mask, batch.token_type_ids))
+        ).numpy()
