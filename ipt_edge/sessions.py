@@ -97,6 +97,11 @@ def create_session(
                 f"{name}: the graph keeps weights in external data files, which a bundle may not"
             ) from None
         raise BundleError(f"{name}: ONNX Runtime cannot load this graph ({detail})") from None
+    # The Python InferenceSession keeps the bytes it was made from for as long as it lives (only to
+    # re-create itself in set_providers, which we never call): the graphs' size again, held for
+    # nothing. The C++ session has its own copy of the weights; let the bytes go.
+    if getattr(session, "_model_bytes", None) is not None:
+        session._model_bytes = None
     asked = providers[0]
     if asked not in session.get_providers():
         raise ProviderError(f"{name}: asked for {asked}, but the session runs on {session.get_providers()}")
