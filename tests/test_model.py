@@ -1,10 +1,13 @@
 """The PyTorch side: the prompted encoder is the backbone it wraps, and generators behave."""
 
 import pytest
-import torch
-from transformers import BertModel
 
-from ipt_edge_export.model import IPTConfig, IPTModel, PromptedEncoder
+torch = pytest.importorskip("torch")
+from transformers import BertModel  # noqa: E402
+
+from ipt_edge_export.model import IPTConfig, IPTModel, PromptedEncoder  # noqa: E402
+
+pytestmark = pytest.mark.export
 
 
 @pytest.fixture(scope="module")
@@ -88,14 +91,39 @@ def test_deep_kinds_give_a_prompt_to_every_layer(bert, kind):
     assert layer_prompts.shape == (2, bert.config.num_hidden_layers, 4, bert.config.hidden_size)
 
 
+def layer_outputs(model, bert, ids, mask, types) -> list[torch.Tensor]:
+    """Each backbone layer's output hidden states [B, P+T, H] in one forward pass of `model`."""
+    outputs = []
+    hooks = [
+        layer.register_forward_hook(lambda module, args, output: outputs.append(output[0].detach().clone()))
+        for layer in bert.encoder.layer
+    ]
+    try:
+        with torch.no_grad():
+            model(ids, mask, types)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert len(outputs) == bert.config.num_hidden_layers
+    return outputs
+
+
 def test_deep_prompts_change_the_output_of_inner_layers(bert):
+    # Layer l's prompt is added at the input of layer l: changing layer 1's prompt leaves layer 0's
+    # output as it was and changes layer 1's, at the text's own positions too (through attention).
+    assert bert.config.num_hidden_layers >= 2
     model = IPTModel(bert, IPTConfig(generator="static-deep", prompt_length=4, labels=["a", "b"])).eval()
     ids = torch.tensor([[2, 5, 6, 3]])
     mask, types = torch.ones_like(ids), torch.zeros_like(ids)
-    before = model(ids, mask, types)
+    before = layer_outputs(model, bert, ids, mask, types)
     with torch.no_grad():
         model.generator.deep.layer_base[1].normal_(std=1.0)  # only layer 1's prompt
-    assert not torch.allclose(before, model(ids, mask, types))
+    after = layer_outputs(model, bert, ids, mask, types)
+    p = 4
+    torch.testing.assert_close(after[0], before[0], atol=0, rtol=0)  # below layer 1: untouched
+    for layer in range(1, bert.config.num_hidden_layers):
+        text_change = (after[layer][:, p:] - before[layer][:, p:]).abs().max()
+        assert text_change > 1e-3, f"layer {layer}'s output at the text positions did not change"
 
 
 def test_cnn_takes_inputs_shorter_than_its_widest_filter(bert):

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -54,11 +55,51 @@ def test_score_dataset_equals_local_scoring(cluster, bundle):
     assert out.schema.field("prob_pos").type == pa.float32()
 
 
-def test_the_predictor_sets_onnx_runtime_threads_to_its_cpus(bundle):
-    from ipt_edge.ray import IptPredictor
+def test_the_predictor_sets_onnx_runtime_threads_to_its_cpus(cluster, bundle):
+    """score_dataset(threads=2) runs its predictors in actors that hold 2 of Ray's CPUs, and each
+    predictor's encoder session uses 2 ONNX Runtime intra-op threads (the tiny embedding and
+    generator graphs run on one, by design). A probe predictor (score_dataset's
+    own class, with its own arguments, in the actor pool it asked for) reports both from inside
+    its actor."""
+    from ipt_edge.ray import IptPredictor, score_dataset
 
-    predictor = IptPredictor(bundle, threads=2)
-    assert predictor.classifier.encoder.get_session_options().intra_op_num_threads == 2
+    class Probe(IptPredictor):
+        def __call__(self, batch):
+            import ray
+
+            table = super().__call__(batch)
+            cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 0.0)
+            threads = self.classifier.encoder.get_session_options().intra_op_num_threads
+            table = table.append_column("actor_cpus", pa.array([cpus] * batch.num_rows, pa.float64()))
+            return table.append_column("ort_threads", pa.array([threads] * batch.num_rows, pa.int64()))
+
+    ds = cluster.data.from_arrow(pa.table({"text": [t for t, _ in sentiment_rows(20, seed=35)]}))
+    asked = {}
+
+    def map_batches(fn, **options):  # what score_dataset asks Ray for, run with the probe
+        assert fn is IptPredictor
+        asked.update(options)
+        return type(ds).map_batches(ds, Probe, **options)
+
+    ds.map_batches = map_batches
+    out = pa.concat_tables(
+        list(
+            score_dataset(ds, bundle, workers=1, threads=2).iter_batches(
+                batch_format="pyarrow", batch_size=None
+            )
+        )
+    )
+    assert asked["num_cpus"] == 2 and asked["fn_constructor_kwargs"]["threads"] == 2
+    assert set(out.column("actor_cpus").to_pylist()) == {2.0}  # the actor holds 2 CPUs
+    assert out.column("ort_threads").to_pylist() == [2] * 20  # and its encoder 2 ONNX Runtime threads
+
+
+def gold_accuracy(scored: Path) -> str:
+    rows = [line.split("\t") for line in scored.read_text().splitlines()]
+    header, rows = rows[0], rows[1:]
+    label, prediction = header.index("label"), header.index("prediction")
+    correct = sum(row[label] == row[prediction] for row in rows)
+    return f"accuracy {correct / len(rows):.4f} ({correct}/{len(rows)}) against column 'label'"
 
 
 def test_engine_ray_writes_the_local_output(cluster, bundle, tmp_path):
@@ -70,7 +111,9 @@ def test_engine_ray_writes_the_local_output(cluster, bundle, tmp_path):
                                  "64", "--engine", "ray", "--workers", "2", "--label-column", "label"])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert remote.read_bytes() == local.read_bytes()
-    assert "accuracy" in result.output
+    expected = gold_accuracy(local)  # counted from the local output's label and prediction columns
+    assert expected in result.output.splitlines(), result.output
+    assert expected != "accuracy 0.0000 (0/300) against column 'label'"
 
 
 def test_engine_ray_parquet_output_equals_local(cluster, bundle, tmp_path):
@@ -83,10 +126,9 @@ def test_engine_ray_parquet_output_equals_local(cluster, bundle, tmp_path):
                                      str(bundle), "--chunk-rows", "40", "--engine", engine])  # fmt: skip
         assert result.exit_code == 0, result.output
     local, remote = pq.read_table(outs["local"]), pq.read_table(outs["ray"])
-    assert remote.schema == local.schema and remote.num_rows == 150
-    assert remote.select(["n", "text", "prediction"]).equals(local.select(["n", "text", "prediction"]))
-    for column in ("prob_neg", "prob_pos"):
-        assert np.abs(remote.column(column).to_numpy() - local.column(column).to_numpy()).max() <= 1e-5
+    assert remote.num_rows == 150 and remote.schema.equals(local.schema, check_metadata=True)
+    assert remote.equals(local)  # every value, probabilities too: exactly, not within a tolerance
+    assert outs["ray"].read_bytes() == outs["local"].read_bytes()  # byte for byte, as the README says
 
 
 def test_engine_ray_on_its_own_local_cluster_prints_no_warnings(bundle, tmp_path):
