@@ -1,7 +1,7 @@
 """Accuracy of every method on real tasks, one JSON line per (task, method, seed); see docs/accuracy.md.
 
     python -m ipt_edge_export.datasets sst2 ../shared/data/sst2 -o work/sst2      # once per task
-    python benchmarks/accuracy.py run --task sst2 --method mlp-deep --seeds 0,1,2 --max-train-rows 8000
+    python benchmarks/accuracy.py run --task sst2 --method mlp-prefix --seeds 0,1,2 --max-train-rows 8000
     python benchmarks/accuracy.py table                                          # mean ± sd per row
     python benchmarks/accuracy.py table --device cuda --grid prefix-main         # the runs of one grid
     python benchmarks/accuracy.py grid --jobs jobs.jsonl --workers 8 --device cuda  # many runs at once
@@ -15,7 +15,9 @@ appended to --results at once, so a grid stopped midway keeps what it finished.
 field existed were on cpu) and/or matching a job of a --grid (a name in benchmarks/grids/ or a path;
 repeatable): the tables of docs/accuracy.md and the README are printed by the commands they cite.
 
-Methods: probe and finetune (baselines.py), and every generator kind of `ipt-edge train`.
+Methods: probe and finetune (baselines.py), and every generator family of `ipt-edge train`
+(ipt_edge_export.model.GENERATORS). Rows of the prepended-prompt generators (static, mlp-deep, ...)
+that earlier versions trained stay in the results as history; they can no longer be rerun.
 Test accuracy is measured on held-out rows the method never saw (for SST-2: unseen full sentences);
 SST-2 models are also tested on Rotten Tomatoes sentences SST-2 does not contain, and on IMDB.
 """
@@ -42,8 +44,9 @@ BASELINE_LR = {"probe": 1e-3, "finetune": 3e-5}
 
 
 def default_lr(method: str) -> float:
-    """The rate a method trains at without --lr. Generator kinds: ipt_edge_export.model.default_lr,
-    restated here so that `table` runs without torch (tests/test_docs.py checks the two agree)."""
+    """The rate a method trains at without --lr. Generator families: ipt_edge_export.model.default_lr,
+    restated here so that `table` runs without torch (tests/test_docs.py checks the two agree). The
+    removed prepended-prompt generators (no "-prefix" suffix) trained at 5e-3: their history rows."""
     return BASELINE_LR.get(method) or (5e-2 if method.endswith("prefix") else 5e-3)
 
 
@@ -64,7 +67,7 @@ def run_one(task: str, method: str, seed: int, args: argparse.Namespace) -> dict
         train_file=folder / "train.tsv", dev_file=folder / "dev.tsv",
         out_dir=Path(args.work) / f"{task}-{method}{variant}-{seed}", text_column=spec["text_column"],
         text_pair_column=spec.get("text_pair_column"), labels=spec["labels"],
-        generator=method if method not in BASELINES else "mlp",
+        generator=method if method not in BASELINES else "prefix",  # unused by the baselines
         prompt_length=args.prompt_length, epochs=args.epochs, seed=seed,
         max_train_rows=args.max_train_rows, eval_every=args.eval_every, threads=args.threads,
         lr=args.lr or default_lr(method), init_generator=args.init_generator,
@@ -234,7 +237,7 @@ def main() -> None:
     )
     parser.add_argument("command", choices=["run", "table", "grid"])
     parser.add_argument("--task", choices=sorted(TASKS))
-    parser.add_argument("--method", help="probe, finetune, or a generator kind (e.g. mlp-deep)")
+    parser.add_argument("--method", help="probe, finetune, or a generator family (e.g. mlp-prefix)")
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--max-train-rows", type=int)
@@ -243,11 +246,11 @@ def main() -> None:
     parser.add_argument(
         "--lr",
         type=float,
-        help="default: 1e-3 probe, 3e-5 finetune, 5e-2 prefix kinds, 5e-3 other generators",
+        help="default: 1e-3 probe, 3e-5 finetune, 5e-2 generator families",
     )
     parser.add_argument("--init-generator", type=Path, help="a checkpoint whose generator starts training")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    parser.add_argument("--prefix-from-layer", type=int, default=0, help="prefix kinds: first prompted layer")
+    parser.add_argument("--prefix-from-layer", type=int, default=0, help="first layer given a prefix")
     parser.add_argument(
         "--device", help="cpu (default) or cuda, for training and evaluation; table: only runs trained there"
     )

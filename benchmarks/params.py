@@ -1,4 +1,4 @@
-"""Tuned parameters of every generator kind, as the README's generator table gives them.
+"""Tuned parameters of every generator family, as the README's generator table gives them.
 
     python benchmarks/params.py                 # all-MiniLM-L6-v2's dims, P=16, 2 labels
     python benchmarks/params.py --prompt-length 8 --labels 4
@@ -13,18 +13,16 @@ from __future__ import annotations
 
 import argparse
 
-KINDS = ("static", "static-deep", "lookup", "mlp", "mlp-deep", "lstm", "lstm-deep", "cnn", "cnn-deep",
-         "prefix", "mlp-prefix", "attn-prefix")  # fmt: skip
 MINILM = {"vocab_size": 30522, "hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 12,
           "intermediate_size": 1536, "max_position_embeddings": 512}  # fmt: skip
 
 
 def counts(prompt_length: int = 16, labels: int = 2) -> tuple[int, dict[str, int]]:
-    """(the backbone's parameters, {kind: tuned parameters})."""
+    """(the backbone's parameters, {family: tuned parameters})."""
     import torch
     from transformers import BertConfig, BertModel
 
-    from ipt_edge_export.model import IPTConfig, IPTModel
+    from ipt_edge_export.model import GENERATORS, IPTConfig, IPTModel
 
     torch.manual_seed(0)
     backbone = BertModel(BertConfig(**MINILM))
@@ -34,7 +32,7 @@ def counts(prompt_length: int = 16, labels: int = 2) -> tuple[int, dict[str, int
         kind: IPTModel(
             backbone, IPTConfig(generator=kind, prompt_length=prompt_length, labels=names)
         ).tuned_parameter_count()
-        for kind in KINDS
+        for kind in GENERATORS
     }
 
 

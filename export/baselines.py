@@ -45,7 +45,7 @@ class PooledClassifier(nn.Module):
         hidden = self.backbone(
             input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
         ).last_hidden_state
-        return self.head(self.dropout(pool(hidden, attention_mask, 0, self.pooling)))
+        return self.head(self.dropout(pool(hidden, attention_mask, self.pooling)))
 
 
 def run(method: str, options: TrainOptions, tests: dict[str, Path]) -> dict:

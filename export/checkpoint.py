@@ -17,12 +17,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ipt_edge.atomic import share_files, temp_dir_beside
-from ipt_edge.bundle import sha256_file
-from ipt_edge_export.model import IPTConfig, IPTModel, is_prefix
+from ipt_edge.manifest import sha256_file
+from ipt_edge_export.model import REMOVED_GENERATORS, IPTConfig, IPTModel, check_generator
 
 DEFAULT_BACKBONE = "all-MiniLM-L6-v2"
 CHECKPOINT_FORMAT = "ipt-edge-checkpoint"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: every generator a prefix family, feature extractors as modules
 
 
 class CheckpointError(ValueError):
@@ -92,11 +92,9 @@ def load_backbone(name_or_path: str = DEFAULT_BACKBONE) -> Backbone:
 
 
 def text_budget(backbone_identity: dict, config: IPTConfig, position_offset: int) -> int:
-    """Tokens left for the text once the prompt has its positions (RoBERTa: after padding_idx).
-    Prefix kinds take no positions: the text may use all of them."""
-    prompt = 0 if is_prefix(config.generator) else config.prompt_length
-    room = backbone_identity["max_positions"] - position_offset - prompt
-    return min(config.max_length, room)
+    """Tokens the text may have: the prefix takes no positions, so all of the backbone's (RoBERTa:
+    those after padding_idx)."""
+    return min(config.max_length, backbone_identity["max_positions"] - position_offset)
 
 
 def is_checkpoint(path: Path) -> bool:
@@ -197,34 +195,34 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         meta = json.loads(config_file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise CheckpointError(f"{config_file}: not valid JSON ({error})") from None
-    if meta.get("format") != CHECKPOINT_FORMAT or meta.get("format_version") != CHECKPOINT_VERSION:
+    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{config_file}: not an {CHECKPOINT_FORMAT!r} config")
+    ipt = meta.get("ipt")
+    generator = ipt.get("generator") if isinstance(ipt, dict) else None
+    if isinstance(generator, str) and generator in REMOVED_GENERATORS:  # says what to retrain it as
+        try:
+            check_generator(generator)
+        except ValueError as error:
+            raise CheckpointError(f"{path}: {error}") from None
+    version = meta.get("format_version")
+    if version != CHECKPOINT_VERSION:
         raise CheckpointError(
-            f"{config_file}: format {meta.get('format')!r} version {meta.get('format_version')!r}; "
-            f"this version reads {CHECKPOINT_FORMAT!r} version {CHECKPOINT_VERSION}"
+            f"{config_file}: version {version!r}; this version reads {CHECKPOINT_FORMAT!r} version "
+            f"{CHECKPOINT_VERSION} (retrain an older checkpoint with `ipt-edge train`)"
         )
     for key, inner in (("ipt", ()), ("backbone", ("name", "source", "sha256")), ("samples", ())):
         if key not in meta or any(k not in meta[key] for k in inner):
             raise CheckpointError(
                 f"{config_file}: missing field {key} (with {', '.join(inner) or 'its contents'})"
             )
+    if not isinstance(ipt, dict):
+        raise CheckpointError(f"{config_file}: field ipt should be an object (IPTConfig's fields)")
+    weights = load_file(weights_file)
     try:
         config = IPTConfig(**meta["ipt"])
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{config_file}: field ipt is not a valid IPTConfig ({error})") from None
-    return Checkpoint(path, config, meta, upgrade_weights(path, config, load_file(weights_file)))
-
-
-def upgrade_weights(path: Path, config: IPTConfig, weights: dict[str, torch.Tensor]) -> dict:
-    """Checkpoints of ipt-edge 0.1 held `generator.deep.layer_scale` for every deep kind. static-deep
-    never used it (drop it); the other deep kinds now read a per-layer gate instead: retrain them."""
-    if "generator.deep.layer_scale" not in weights:
-        return weights
-    if config.generator == "static-deep":
-        return {k: v for k, v in weights.items() if k != "generator.deep.layer_scale"}
-    raise CheckpointError(
-        f"{path}: a {config.generator} checkpoint of ipt-edge 0.1, whose deep instance prompts had one "
-        "scale per layer; this version gives each layer a gate of its own. Retrain it with `ipt-edge train`."
-    )
+    return Checkpoint(path, config, meta, weights)
 
 
 def check_weight_names(path: Path, generator: str, wanted: set[str], found: set[str]) -> None:

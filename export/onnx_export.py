@@ -1,4 +1,4 @@
-"""Trace a checkpoint into a bundle: shared backbone graphs once, a small generator graph per task.
+"""Trace a checkpoint into a bundle: the shared backbone graph once, a small generator graph per task.
 
     ipt-edge export checkpoints/sst2 -o bundle            # a new bundle, or a task added to one
 
@@ -23,10 +23,12 @@ from torch import nn
 
 from ipt_edge import graphs
 from ipt_edge.atomic import share_files, temp_dir_beside
-from ipt_edge.bundle import (
+from ipt_edge.classifier import Classifier
+from ipt_edge.manifest import (
     MANIFEST,
     TASK_NAME,
     BackboneInfo,
+    EncoderInfo,
     Manifest,
     TaskInfo,
     file_record,
@@ -34,11 +36,11 @@ from ipt_edge.bundle import (
     verified_path,
     write_manifest,
 )
-from ipt_edge.classifier import Classifier
+from ipt_edge.pipeline import Bundle
 from ipt_edge.tables import TableError, read_labelled
 from ipt_edge.tokenization import TextEncoder
 from ipt_edge_export.checkpoint import Backbone, model_from_checkpoint, read_checkpoint
-from ipt_edge_export.model import IPTModel, PrefixEncoder, PromptedEncoder, position_offset
+from ipt_edge_export.model import FrozenBackbone, IPTModel, position_offset
 
 OPSET = 17
 
@@ -61,14 +63,13 @@ class GeneratorGraph(nn.Module):
         super().__init__()
         self.generator = model.generator
 
-    def forward(self, input_ids, token_embeds, attention_mask):
-        prompt_embeds, layer_prompts = self.generator(input_ids, token_embeds, attention_mask)
-        return prompt_embeds if layer_prompts is None else (prompt_embeds, layer_prompts)
+    def forward(self, input_ids, token_embeds, attention_mask):  # -> prefix_keys, prefix_values
+        return self.generator(input_ids, token_embeds, attention_mask)
 
 
 class PlainEncoder(nn.Module):
     """The frozen backbone at the text's own T tokens, in the form ONNX Runtime's optimizer fuses
-    (Hugging Face's own layers, eager attention). Exported only to become encoder_prefix.onnx:
+    (Hugging Face's own layers, eager attention). Exported only to become encoder.onnx:
     `feed_prefix_through_past` then gives each fused Attention node its layer's prefix."""
 
     def __init__(self, hf_model):
@@ -78,7 +79,8 @@ class PlainEncoder(nn.Module):
         self.offset = position_offset(hf_model.config)
 
     def forward(self, token_embeds, attention_mask, token_type_ids):  # [B,T,H], [B,T], [B,T] -> [B,T,H]
-        positions = torch.cumsum(torch.ones_like(attention_mask), dim=1) - 1 + self.offset  # as PrefixEncoder
+        # Positions as FrozenBackbone numbers them.
+        positions = torch.cumsum(torch.ones_like(attention_mask), dim=1) - 1 + self.offset
         hidden = self.embeddings(
             inputs_embeds=token_embeds, token_type_ids=token_type_ids, position_ids=positions
         )
@@ -89,13 +91,13 @@ class PlainEncoder(nn.Module):
 
 
 def feed_prefix_through_past(path: Path, layers: int, heads: int, head_dim: int) -> None:
-    """Turn the fused plain backbone at `path` into the prefix encoder, in place.
+    """Turn the fused plain backbone at `path` into the bundle's encoder (graphs.ENCODER), in place.
 
     Layer l's com.microsoft.Attention node gets `past` = [prefix_keys[:, l], prefix_values[:, l]]
     ([2, B, heads, P, head_dim]), which it puts in front of the tokens' own keys and values, and the
     raw mask [prefix_mask[:, l], attention_mask] ([B, P+T], int32) over both. Queries, FFN and layer
     norms stay on the T tokens and every fusion stays: the prefix adds only the P keys/values to
-    attend to (the Concat route of PrefixEncoder cannot be fused, and ran at ~0.9x the plain graph).
+    attend to (FrozenBackbone's Concat route cannot be fused, and ran at ~0.9x the plain graph).
     """
     import onnx
     from onnx import TensorProto, helper
@@ -176,13 +178,12 @@ def example_batch(model: IPTModel, tokenizer_path: Path, samples: list) -> tuple
 def optimize_encoder(path: Path, hf_config) -> dict[str, int]:
     """Fuse attention, GELU and layer norms with ONNX Runtime's transformer optimizer, in place.
 
-    Done once here, so loading a bundle does not redo it; returns the fused operator counts. The
-    prefix graph's attention does not fuse (its keys/values pass through a Concat, which the BERT
-    optimizer does not match); its layer norms and GELUs do, and the counts say which.
+    Done once here, so loading a bundle does not redo it; returns the fused operator counts.
 
-    The fused Attention keeps the raw [B, S] mask: by default the optimizer turns the mask into
-    one length per row, which holds only while every row's ones come first, and a row of a task
-    with fewer prompts than its batch has masked prompts between its prompts and its text."""
+    The fused Attention keeps the raw mask: by default the optimizer turns the mask into one
+    length per row, which holds only while every row's ones come first, and a row of a task with
+    a shorter prefix than its batch's longest has masked prefix slots between its prefix and its
+    text (and a task from layer k on masks its whole prefix below k)."""
     from onnxruntime.transformers import optimizer
     from onnxruntime.transformers.fusion_options import FusionOptions
 
@@ -241,9 +242,15 @@ def export_shared(backbone: Backbone, folder: Path) -> None:
     shutil.copyfile(backbone.tokenizer_path, folder / "tokenizer.json")
 
 
-def export_encoder(backbone: Backbone, path: Path, kind: str, optimize: bool = True) -> dict[str, int]:
-    """The shared encoder graph of a prompt kind (graphs.ENCODERS): the frozen layers, once per
-    bundle. Returns the fused operator counts (empty without `optimize`)."""
+def export_encoder(backbone: Backbone, path: Path, optimize: bool = True) -> dict[str, int]:
+    """The bundle's one backbone graph (graphs.ENCODER), which every task runs through. Returns the
+    fused operator counts (empty when it is not fused).
+
+    The plain backbone is exported, fused by ONNX Runtime's optimizer, and each layer's fused
+    Attention node is given its prefix through `past`. Where the optimizer fuses attention in
+    fewer than every layer (an architecture it does not match), or without `optimize`, the graph is
+    FrozenBackbone instead: the same contract, unfused (its Concat route measured slower fused than
+    left to ONNX Runtime at load, 2026-11-26: 0.78x against 0.94x the plain backbone)."""
     model = backbone.model
     config = model.config
     hidden, layers, heads = config.hidden_size, config.num_hidden_layers, config.num_attention_heads
@@ -253,8 +260,8 @@ def export_encoder(backbone: Backbone, path: Path, kind: str, optimize: bool = T
         torch.ones(batch, length, dtype=torch.int64),  # attention_mask [B, T]
         torch.zeros(batch, length, dtype=torch.int64),  # token_type_ids [B, T]
     )
-    if kind == graphs.PREFIX and optimize:
-        spec = graphs.ENCODERS[kind]
+    spec = graphs.ENCODER
+    if optimize:
         plain_inputs = (graphs.TOKEN_EMBEDS, graphs.ATTENTION_MASK, graphs.TOKEN_TYPE_IDS)
         axes = dynamic_axes(plain_inputs + spec.outputs, {"batch", "tokens"})
         names = [t.name for t in plain_inputs]
@@ -263,57 +270,26 @@ def export_encoder(backbone: Backbone, path: Path, kind: str, optimize: bool = T
         if fusions.get("Attention") == layers:
             feed_prefix_through_past(path, layers, heads, hidden // heads)
             return fusions
-        # ONNX Runtime fused no attention here (an architecture its BERT optimizer does not
-        # match): the Concat graph below serves the same contract, unfused.
-    if kind == graphs.PREFIX:
-        module: nn.Module = PrefixEncoder(model)
-        prefix = (batch, layers, heads, prompt, hidden // heads)
-        mask = torch.ones(batch, layers, prompt, dtype=torch.int64)
-        mask[:, 0] = 0  # some layers without a prefix, as a task with prefix_from_layer > 0 gives
-        args = (*tokens, torch.randn(prefix), torch.randn(prefix), mask)
-    else:
-        module = PromptedEncoder(model)
-        args = (
-            *tokens,
-            torch.randn(batch, prompt, hidden),  # prompt_embeds [B, P, H]
-            torch.zeros(batch, layers, prompt, hidden),  # layer_prompts [B or 1, L, P, H]
-            torch.tensor([[1, 1, 1], [1, 0, 0]]),  # prompt_mask [B, P]: a row with fewer prompts
-        )
-    spec = graphs.ENCODERS[kind]
-    dynamic = {"batch", "tokens", "prompts", "prompt_batch", "sequence"}
-    axes = dynamic_axes(spec.inputs + spec.outputs, dynamic)
-    _export(module.eval(), args, path, spec.input_names, spec.output_names, axes)
-    # The Concat prefix graph stays as exported: the optimizer fuses only its layer norms and
-    # GELUs (attention does not match through the Concat), and that measured slower than leaving
-    # it to ONNX Runtime at load (2026-11-26: 0.78x against 0.94x the plain backbone at T tokens).
-    return optimize_encoder(path, config) if optimize and kind == graphs.PREPEND else {}
+    prefix = (batch, layers, heads, prompt, hidden // heads)
+    mask = torch.ones(batch, layers, prompt, dtype=torch.int64)
+    mask[:, 0] = 0  # some layers without a prefix, as a task with prefix_from_layer > 0 gives
+    args = (*tokens, torch.randn(prefix), torch.randn(prefix), mask)
+    axes = dynamic_axes(spec.inputs + spec.outputs, {"batch", "tokens", "prompts"})
+    _export(FrozenBackbone(model).eval(), args, path, spec.input_names, spec.output_names, axes)
+    return {}
 
 
-def add_encoder(manifest: Manifest, root: Path, backbone: Backbone, kind: str, optimize: bool) -> str:
-    """Write the encoder graph of `kind` into the bundle folder `root` and name it in the manifest."""
-    file = graphs.ENCODER_FILES[kind]
-    fusions = export_encoder(backbone, root / file, kind, optimize)
-    if kind == graphs.PREFIX:
-        manifest.encoder_prefix_file, manifest.encoder_prefix_fusions = file, fusions
-    else:
-        manifest.encoder_file, manifest.encoder_fusions = file, fusions
-    manifest.files[file] = file_record(root / file)
-    return file
-
-
-def export_task(model: IPTModel, tokenizer_path: Path, samples: list, folder: Path) -> bool:
-    """tasks/<name>/generator.onnx and head.safetensors; True for a deep (per-layer) generator."""
+def export_task(model: IPTModel, tokenizer_path: Path, samples: list, folder: Path) -> None:
+    """tasks/<name>/generator.onnx and head.safetensors."""
     folder.mkdir(parents=True, exist_ok=True)
     ids, mask, _ = example_batch(model, tokenizer_path, samples[:2])
     token_embeds = model.word_embeddings(ids).detach()
-    deep = model.generator(ids, token_embeds, mask)[1] is not None
-    spec = graphs.generator_spec(model.config.generator, deep)
+    spec = graphs.GENERATOR
     axes = {**dynamic_axes(spec.inputs, {"batch", "tokens"}), **dynamic_axes(spec.outputs, {"batch"})}
     _export(GeneratorGraph(model).eval(), (ids, token_embeds, mask), folder / "generator.onnx",
             spec.input_names, spec.output_names, axes)  # fmt: skip
     head = {"weight": model.head.weight.detach().contiguous(), "bias": model.head.bias.detach().contiguous()}
     save_file(head, folder / "head.safetensors")
-    return deep
 
 
 @torch.inference_mode()
@@ -339,20 +315,20 @@ def backbone_info(backbone: Backbone) -> BackboneInfo:
     return BackboneInfo(
         name=identity["name"], model_type=identity["model_type"], sha256=identity["sha256"],
         hidden_size=identity["hidden_size"], num_layers=identity["num_layers"],
-        vocab_size=identity["vocab_size"], max_positions=identity["max_positions"],
+        num_heads=backbone.model.config.num_attention_heads, vocab_size=identity["vocab_size"], max_positions=identity["max_positions"],
         position_offset=position_offset(backbone.model.config), parameters=identity["parameters"],
     )  # fmt: skip
 
 
-def task_info(model: IPTModel, folder: str, deep: bool, parity_diff: float) -> TaskInfo:
+def task_info(model: IPTModel, folder: str, parity_diff: float) -> TaskInfo:
     config = model.config
     return TaskInfo(
-        generator=config.generator, prompt_length=config.prompt_length, deep=deep,
-        pooling=config.pooling, labels=list(config.labels),
+        generator=config.generator, prompt_length=config.prompt_length,
+        prefix_from_layer=config.prefix_from_layer, pooling=config.pooling, labels=list(config.labels),
         label_values=list(config.label_values or config.labels), text_pair=config.text_pair,
         max_length=config.max_length, tuned_parameters=model.tuned_parameter_count(),
         parity_max_abs_diff=parity_diff, generator_file=f"{folder}/generator.onnx",
-        head_file=f"{folder}/head.safetensors", int8={}, prefix_from_layer=config.prefix_from_layer,
+        head_file=f"{folder}/head.safetensors", int8={},
     )  # fmt: skip
 
 
@@ -389,10 +365,10 @@ def labelled_accuracy(classifier: Classifier, calibration: Calibration) -> tuple
 
 
 def _measure_int8(root: Path, manifest: Manifest, name: str, calibration: Calibration, log) -> dict:
-    fp32, rows = labelled_accuracy(Classifier(root, manifest, name), calibration)
+    fp32, rows = labelled_accuracy(Classifier(Bundle(root, manifest), name), calibration)
     with warnings.catch_warnings():  # "int8 accuracy was never measured": this is the measurement
         warnings.simplefilter("ignore")
-        int8_classifier = Classifier(root, manifest, name, precision="int8")
+        int8_classifier = Classifier(Bundle(root, manifest, precision="int8"), name)
     int8, _ = labelled_accuracy(int8_classifier, calibration)
     drop = 100 * (fp32 - int8)
     change = f"{-drop:+.2f} points" if drop else "the same"  # +: int8 scored higher
@@ -419,8 +395,9 @@ def export_checkpoint(
 ) -> ExportReport:
     """Export a checkpoint into a new bundle, or add it as a task to an existing one.
 
-    optimize: fuse the backbone graph at export (new bundles). int8: also build the dynamically
-    quantized encoder (if the bundle lacks it) and judge it on the calibration file."""
+    optimize: fuse the backbone graph (new bundles; a bundle's graph is made once, by its first
+    task). int8: also build the dynamically quantized encoder (if the bundle lacks it) and judge it
+    on the calibration file."""
     checkpoint = read_checkpoint(checkpoint_dir)
     name = task or Path(checkpoint_dir).resolve().name
     if not TASK_NAME.match(name):
@@ -431,31 +408,26 @@ def export_checkpoint(
         raise ExportError(
             f"{checkpoint_dir}: the checkpoint holds {len(samples)} sample inputs; parity needs 2+"
         )
-    kind = graphs.prompt_kind(model.config.generator)
     bundle_dir = Path(bundle_dir)
     if bundle_dir.is_dir() and any(bundle_dir.iterdir()):
-        return _add_task(
-            model, source, samples, bundle_dir, name, replace_task, tolerance, int8, optimize, log
-        )
+        return _add_task(model, source, samples, bundle_dir, name, replace_task, tolerance, int8, log)
 
     log(f"exporting the backbone {source.identity['name']} and task {name!r} into a new bundle {bundle_dir}")
     stage = temp_dir_beside(bundle_dir)
     try:
-        # Only the encoder graph this task's prompt kind needs; a task of the other kind adds its own.
-        manifest = Manifest(backbone=backbone_info(source), encoder_file="")
         export_shared(source, stage)
-        add_encoder(manifest, stage, source, kind, optimize)
-        fusions = manifest.encoder_prefix_fusions if kind == graphs.PREFIX else manifest.encoder_fusions
+        fusions = export_encoder(source, stage / graphs.ENCODER_FILE, optimize)
         if fusions:
             log(f"fused the encoder: {fusions}")
+        encoder = EncoderInfo(file=graphs.ENCODER_FILE, int8_file="", fusions=fusions)
         if int8:
-            quantized = graphs.INT8_ENCODER_FILES[kind]
-            quantize_encoder(stage / graphs.encoder_file(manifest, kind), stage / quantized)
-            graphs.set_encoder_file(manifest, kind, "int8", quantized)
+            quantize_encoder(stage / graphs.ENCODER_FILE, stage / graphs.INT8_ENCODER_FILE)
+            encoder.int8_file = graphs.INT8_ENCODER_FILE
+        manifest = Manifest(backbone=backbone_info(source), encoder=encoder)
         for relative in manifest.shared_files():
             manifest.files[relative] = file_record(stage / relative)
-        deep = export_task(model, source.tokenizer_path, samples, stage / "tasks" / name)
-        _record_task(manifest, stage, name, task_info(model, f"tasks/{name}", deep, float("nan")))
+        export_task(model, source.tokenizer_path, samples, stage / "tasks" / name)
+        _record_task(manifest, stage, name, task_info(model, f"tasks/{name}", float("nan")))
         diff = _check_parity(model, stage, manifest, name, source, samples, tolerance)
         manifest.tasks[name].parity_max_abs_diff = diff
         if int8:
@@ -474,7 +446,7 @@ def export_checkpoint(
 def _check_parity(
     model, root: Path, manifest: Manifest, name: str, source: Backbone, samples, tolerance
 ) -> float:
-    classifier = Classifier(root, manifest, name)
+    classifier = Classifier(Bundle(root, manifest), name)
     diff = parity(model, classifier, source.tokenizer_path, samples)
     if not diff <= tolerance:  # also catches NaN
         raise ExportError(
@@ -493,7 +465,6 @@ def _add_task(
     replace_task,
     tolerance,
     int8,
-    optimize,
     log,
 ):
     if not (bundle_dir / MANIFEST).is_file():
@@ -508,28 +479,25 @@ def _add_task(
         raise ExportError(
             f"{bundle_dir} already has a task {name!r}; pass --replace to replace it, or --task NAME"
         )
-    kind = graphs.prompt_kind(model.config.generator)
-    new_encoder = None if graphs.encoder_file(manifest, kind) else bundle_dir / graphs.ENCODER_FILES[kind]
-    reused = "the backbone graphs are reused" if new_encoder is None else f"adding {new_encoder.name}"
-    log(f"adding task {name!r} to {bundle_dir} ({reused})")
+    log(f"adding task {name!r} to {bundle_dir} (the backbone graph is reused)")
     final = bundle_dir / "tasks" / name
     stage = temp_dir_beside(final)
     old = None
-    has_int8 = graphs.encoder_file(manifest, kind, "int8")
-    new_int8 = bundle_dir / graphs.INT8_ENCODER_FILES[kind] if int8 and not has_int8 else None
+    new_int8 = bundle_dir / graphs.INT8_ENCODER_FILE if int8 and not manifest.encoder.int8_file else None
     try:
-        updated = replace(manifest, tasks=dict(manifest.tasks), files=dict(manifest.files))
-        if (
-            new_encoder
-        ):  # the first task of its prompt kind: a new shared file, named by the manifest at the end
-            add_encoder(updated, bundle_dir, source, kind, optimize)
+        updated = replace(
+            manifest,
+            encoder=replace(manifest.encoder),
+            tasks=dict(manifest.tasks),
+            files=dict(manifest.files),
+        )
         if new_int8:  # a new shared file, named by the manifest only at the end
-            quantize_encoder(verified_path(bundle_dir, updated, graphs.encoder_file(updated, kind)), new_int8)
-            graphs.set_encoder_file(updated, kind, "int8", new_int8.name)
+            quantize_encoder(verified_path(bundle_dir, updated, updated.encoder.file), new_int8)
+            updated.encoder.int8_file = new_int8.name
             updated.files[new_int8.name] = file_record(new_int8)
-        deep = export_task(model, source.tokenizer_path, samples, stage)
+        export_task(model, source.tokenizer_path, samples, stage)
         staged = replace(updated, tasks=dict(updated.tasks), files=dict(updated.files))
-        _record_task(staged, bundle_dir, name, task_info(model, f"tasks/{stage.name}", deep, float("nan")))
+        _record_task(staged, bundle_dir, name, task_info(model, f"tasks/{stage.name}", float("nan")))
         diff = _check_parity(model, bundle_dir, staged, name, source, samples, tolerance)
         quality = _measure_int8(bundle_dir, staged, name, int8, log) if int8 else {}
         share_files(stage)
@@ -543,14 +511,13 @@ def _add_task(
         if name in manifest.tasks:
             for stale in (manifest.tasks[name].generator_file, manifest.tasks[name].head_file):
                 updated.files.pop(stale, None)
-        _record_task(updated, bundle_dir, name, task_info(model, f"tasks/{name}", deep, diff))
+        _record_task(updated, bundle_dir, name, task_info(model, f"tasks/{name}", diff))
         updated.tasks[name].int8 = quality
         write_manifest(bundle_dir, updated)
     except BaseException:  # the manifest was not replaced: put back what it names
         shutil.rmtree(stage, ignore_errors=True)
-        for new_file in (new_int8, new_encoder):
-            if new_file:
-                new_file.unlink(missing_ok=True)
+        if new_int8:
+            new_int8.unlink(missing_ok=True)
         if old is not None:
             shutil.rmtree(final, ignore_errors=True)
             os.replace(old / name, final)

@@ -1,6 +1,6 @@
 """Train a task: a generator and head on the frozen backbone, selected on a dev file.
 
-ipt-edge train train.tsv --dev dev.tsv -o checkpoints/sst2 --generator mlp
+ipt-edge train train.tsv --dev dev.tsv -o checkpoints/sst2 --generator mlp-prefix
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from ipt_edge_export.checkpoint import (
     save_checkpoint,
     text_budget,
 )
-from ipt_edge_export.model import IPTConfig, IPTModel, default_lr, position_offset
+from ipt_edge_export.model import IPTConfig, IPTModel, check_generator, default_lr, position_offset
 
 
 @dataclass
@@ -50,7 +50,7 @@ class TrainOptions:
     max_length: int = 128
     epochs: float = 2.0
     batch_size: int = 32
-    lr: float | None = None  # None: the kind's default (model.default_lr)
+    lr: float | None = None  # None: the family's default (model.default_lr)
     weight_decay: float = 0.01
     warmup: float = 0.06  # share of steps with a linear warm-up
     seed: int = 0
@@ -58,7 +58,7 @@ class TrainOptions:
     eval_every: int | None = None  # steps between dev evaluations (default: once per epoch)
     threads: int | None = None
     init_generator: Path | None = None  # a checkpoint whose generator (same kind and P) starts this one
-    prefix_from_layer: int = 0  # prefix kinds: the first layer given a prefix
+    prefix_from_layer: int = 0  # the first layer given a prefix (layers below get none)
     device: str = "cpu"  # cpu | cuda | auto (cuda where torch sees one); checkpoints are saved on CPU
 
 
@@ -289,6 +289,7 @@ def train(options: TrainOptions, progress: Callable[[str], None] = print) -> dic
     if options.threads:
         torch.set_num_threads(options.threads)
     torch.manual_seed(options.seed)
+    check_generator(options.generator)  # before reading data and the backbone
     check_out_dir(options.out_dir, options.replace)  # before hours of training, not after
     options = replace(options, lr=options.lr or default_lr(options.generator))
     device = resolve_device(options.device)

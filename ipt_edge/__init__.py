@@ -1,7 +1,7 @@
 """ipt-edge runtime: run instance-wise prompt-tuned classifiers with ONNX Runtime, no torch."""
 
-from ipt_edge.bundle import BundleError
 from ipt_edge.classifier import Classification, Classifier
+from ipt_edge.errors import BundleError
 from ipt_edge.pipeline import Bundle, Predictions
 from ipt_edge.sessions import ProviderError
 

@@ -5,8 +5,8 @@ clf.predict(["a gripping, funny film"])      # -> ["positive"]
 clf.predict_proba([("premise", "hypothesis")])  # pair tasks take (text, text_pair) tuples
 result = clf.classify(texts)                 # labels, probabilities and which texts were truncated
 
-Several tasks of one bundle share its sessions: `Bundle.load(path).classifier(name)` for each
-(ipt_edge/pipeline.py); `Classifier.load` is the one-task shortcut.
+Several tasks of one bundle share its sessions: `Classifier(bundle, name)` for each, on one
+`Bundle.load(path)` (ipt_edge/pipeline.py); `Classifier.load` builds the Bundle for one task.
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ipt_edge.bundle import Manifest, read_manifest
 from ipt_edge.pipeline import Bundle, softmax
-from ipt_edge.tokenization import Text, TextEncoder
+from ipt_edge.tokenization import Text
 
 __all__ = ["Classification", "Classifier", "softmax"]
 
@@ -37,31 +36,13 @@ class Classifier:
     """One task of a bundle, ready to run. It keeps no per-call state: one Classifier (or several
     of one Bundle) may serve many threads."""
 
-    def __init__(
-        self,
-        bundle_dir: str | Path,
-        manifest: Manifest,
-        task: str | None = None,
-        providers: str | list[str] | None = None,
-        threads: int | None = None,
-        precision: str = "fp32",
-    ):
-        self._bind(Bundle(bundle_dir, manifest, providers, threads, precision), task)
-
-    @classmethod
-    def of(cls, bundle: Bundle, task: str | None = None) -> Classifier:
-        """A classifier sharing `bundle`'s sessions; opens only the task's generator and head."""
-        classifier = cls.__new__(cls)
-        classifier._bind(bundle, task)
-        return classifier
-
-    def _bind(self, bundle: Bundle, task: str | None) -> None:
+    def __init__(self, bundle: Bundle, task: str | None = None):
+        """The task `task` of an open bundle (None: its only task); opens only the task's own files."""
         self.bundle = bundle
-        self.bundle_dir, self.manifest = bundle.bundle_dir, bundle.manifest
-        self.task_name, self.task = bundle.manifest.task(task)
-        self.generator = bundle.generator(self.task_name)
-        self.labels = list(self.generator.labels)
-        self.label_index = self.generator.label_index  # gold labels as names or as training values
+        self.task = bundle.task(task)  # generator, pooling and head (ipt_edge/task.py)
+        self.task_name = self.task.name
+        self.labels = list(self.task.labels)
+        self.label_index = self.task.label_index  # gold labels as names or as training values
 
     @classmethod
     def load(
@@ -73,18 +54,8 @@ class Classifier:
         precision: str = "fp32",
     ) -> Classifier:
         """Open a bundle's task: 'cpu' (default) or 'cuda' providers; threads default to ORT's;
-        precision 'int8' runs the dynamically quantized encoder, where the bundle has one."""
-        return cls(bundle_dir, read_manifest(bundle_dir), task, providers, threads, precision)
-
-    @property
-    def encoder(self):
-        """The ONNX Runtime session of the shared encoder graph this task runs through."""
-        return self.bundle._encoders[self.generator.kind]
-
-    @property
-    def encoder_text(self) -> TextEncoder:
-        """The tokenization this task's texts get (its token budget)."""
-        return self.bundle.text_encoder(self.task.max_length)
+        precision 'int8' runs the dynamically quantized backbone, where the bundle has one."""
+        return cls(Bundle.load(bundle_dir, providers, threads, precision), task)
 
     def classify(self, texts: Sequence[Text], batch_size: int = 32) -> Classification:
         """Labels, probabilities [N, C] and which texts were truncated, in input order."""

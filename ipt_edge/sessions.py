@@ -12,7 +12,7 @@ import tempfile
 
 import onnxruntime as ort
 
-from ipt_edge.bundle import BundleError
+from ipt_edge.errors import BundleError
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
@@ -83,10 +83,16 @@ def _empty_folder() -> str:
 
 
 def create_session(
-    model: bytes, name: str, providers: list[str], threads: int | None = None
+    model: bytes, name: str, providers: list[str], threads: int | None = None, small: bool = False
 ) -> ort.InferenceSession:
-    """A session for the graph `model` (its bytes, already checked); `name` is for messages."""
-    options = session_options(threads)
+    """A session for the graph `model` (its bytes, already checked); `name` is for messages.
+
+    small: a tiny graph (the embedding gather, a task's generator) runs on the calling thread (a
+    pool of its own would spin and take cores from the backbone; docs/performance.md) and without
+    a memory arena of its own, so an extra task costs its weights, not an arena sized for a batch."""
+    options = session_options(1 if small else threads)
+    if small:
+        options.enable_cpu_mem_arena = False
     options.add_session_config_entry("session.model_external_initializers_file_folder_path", _empty_folder())
     try:
         session = ort.InferenceSession(model, sess_options=options, providers=providers)

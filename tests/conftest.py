@@ -14,14 +14,13 @@ from pathlib import Path
 import pytest
 
 from .tiny import (  # noqa: F401  (re-exported: tests import these helpers from .conftest)
-    ALL_KINDS,
     BUNDLES,
     FILLER,
+    KINDS,
     MULTI_BUNDLE,
     NEGATIVE,
     PAIR_BUNDLE,
     POSITIVE,
-    PREFIX_KINDS,
     SENTIMENT_BUNDLE,
     sentiment_rows,
     train_checkpoint,
@@ -62,7 +61,7 @@ def committed_bundles_stay_as_committed():
 
 @pytest.fixture(scope="session")
 def bundle() -> Path:
-    """The committed one-task bundle: an mlp task "sentiment", labels neg/pos. Read-only."""
+    """The committed one-task bundle: an mlp-prefix task "sentiment", labels neg/pos. Read-only."""
     return SENTIMENT_BUNDLE
 
 
@@ -94,13 +93,13 @@ def sentiment_files(tmp_path_factory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="session")
 def checkpoints(tiny_backbone, sentiment_files, tmp_path_factory) -> dict[str, Path]:
-    """One trained checkpoint per generator kind (a few steps each), and "mlp-prefix@1": an
+    """One trained checkpoint per generator family (a few steps each), and "mlp-prefix@1": an
     mlp-prefix task prompting from layer 1 on (of the tiny BERT's 2). Needs torch."""
     folder = tmp_path_factory.mktemp("checkpoints")
     train, dev = sentiment_files
     made = {
         kind: train_checkpoint(tiny_backbone, train, dev, folder / kind, generator=kind)
-        for kind in (*ALL_KINDS, *PREFIX_KINDS)
+        for kind in KINDS
     }
     made["mlp-prefix@1"] = train_checkpoint(
         tiny_backbone, train, dev, folder / "mlp-prefix-1", generator="mlp-prefix", prefix_from_layer=1

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from ipt_edge.bundle import BundleError
 from ipt_edge.classifier import Classifier
 from ipt_edge.cli import app
+from ipt_edge.errors import BundleError
 
 from .tiny import sentiment_rows, write_tsv
 
@@ -97,12 +97,12 @@ def test_train_replace_never_deletes_a_folder_that_is_not_a_checkpoint(
 @pytest.mark.export
 def test_train_replace_swaps_in_a_complete_checkpoint(tiny_backbone, sentiment_files, checkpoints, tmp_path):
     out = tmp_path / "ckpt"
-    shutil.copytree(checkpoints["mlp"], out)
+    shutil.copytree(checkpoints["mlp-prefix"], out)
     args = ["train", sentiment_files[0], "-o", out, "--replace", "--backbone", tiny_backbone,
-            "--generator", "static", "--prompt-length", "2", "--epochs", "0.1"]  # fmt: skip
+            "--generator", "prefix", "--prompt-length", "2", "--epochs", "0.1"]  # fmt: skip
     result = run(*args)
     assert result.exit_code == 0, result.output
-    assert json.loads((out / "config.json").read_text())["ipt"]["generator"] == "static"
+    assert json.loads((out / "config.json").read_text())["ipt"]["generator"] == "prefix"
     assert listing(tmp_path) == ["ckpt"]  # no temporary or .old folder left
 
 
@@ -111,7 +111,7 @@ def test_train_prints_the_labels_it_found_with_counts(tiny_backbone, tmp_path):
     rows = [*sentiment_rows(20, seed=5), ("good film", "pso")]  # a typo'd label
     data = write_tsv(tmp_path / "train.tsv", ["text", "label"], rows)
     result = run("train", data, "-o", tmp_path / "c", "--backbone", tiny_backbone, "--epochs", "0.05",
-                 "--prompt-length", "2", "--generator", "static")  # fmt: skip
+                 "--prompt-length", "2", "--generator", "prefix")  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "labels found in" in result.output and "'pso' x1" in result.output
 
@@ -186,7 +186,7 @@ def test_sigterm_during_train_leaves_nothing(tiny_backbone, tmp_path):
     data = write_tsv(tmp_path / "train.tsv", ["text", "label"], sentiment_rows(400, seed=7))
     out = tmp_path / "ckpt"
     process = subprocess.Popen([*CLI, "train", str(data), "-o", str(out), "--backbone", str(tiny_backbone),
-                                "--epochs", "200", "--generator", "static", "--prompt-length", "2"],
+                                "--epochs", "200", "--generator", "prefix", "--prompt-length", "2"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     for line in process.stderr:  # wait until the model is built and steps are running
         if b"tuned parameters" in line:
@@ -201,7 +201,7 @@ def test_sigterm_during_train_leaves_nothing(tiny_backbone, tmp_path):
 @pytest.mark.export
 def test_sigterm_during_export_leaves_nothing(checkpoints, tmp_path):
     out = tmp_path / "bundle"
-    process = subprocess.Popen([*CLI, "export", str(checkpoints["lstm-deep"]), "-o", str(out)],
+    process = subprocess.Popen([*CLI, "export", str(checkpoints["lstm-prefix"]), "-o", str(out)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     _wait_for(lambda: any(p.name.endswith(".partial") for p in tmp_path.iterdir()), process)
     process.send_signal(signal.SIGTERM)
@@ -445,9 +445,11 @@ def test_an_integer_of_thousands_of_digits_is_refused(copy):
 
 
 def test_a_task_needing_more_positions_than_the_backbone_has_is_refused_at_load(copy):
-    edit_manifest(copy, lambda m: m["tasks"]["sentiment"].update(max_length=62))  # + P 4 > 64 positions
-    with pytest.raises(BundleError, match="needs 66 positions"):
+    edit_manifest(copy, lambda m: m["tasks"]["sentiment"].update(max_length=65))  # > 64 positions
+    with pytest.raises(BundleError, match="needs 65 positions"):
         Classifier.load(copy)
+    edit_manifest(copy, lambda m: m["tasks"]["sentiment"].update(max_length=64))  # the prefix takes none
+    assert Classifier.load(copy).predict(["good"]) in (["neg"], ["pos"])
 
 
 def test_score_creates_a_missing_output_folder(bundle, tmp_path):

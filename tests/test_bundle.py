@@ -1,12 +1,15 @@
 """Loading a bundle trusts nothing: each problem is refused with a message naming it."""
 
 import json
+import re
 import shutil
 
 import pytest
 
-from ipt_edge.bundle import BundleError, read_manifest
 from ipt_edge.classifier import Classifier
+from ipt_edge.errors import BundleError
+from ipt_edge.manifest import file_record, read_manifest
+from ipt_edge.pipeline import Bundle
 
 
 @pytest.fixture
@@ -74,7 +77,7 @@ def test_missing_field_is_named(copy):
 def test_path_escaping_the_bundle_is_refused(copy):
     def escape(data):
         data["files"]["../outside.onnx"] = data["files"].pop("encoder.onnx")
-        data["encoder_file"] = "../outside.onnx"
+        data["encoder"]["file"] = "../outside.onnx"
 
     edit_manifest(copy, escape)
     with pytest.raises(BundleError, match=r"not a plain relative path"):
@@ -104,8 +107,6 @@ def test_head_of_the_wrong_shape_is_refused(copy):
     import numpy as np
     from safetensors.numpy import save_file
 
-    from ipt_edge.bundle import file_record
-
     head = copy / "tasks/sentiment/head.safetensors"
     save_file({"weight": np.zeros((3, 32), np.float32), "bias": np.zeros(3, np.float32)}, head)
     record = file_record(head)
@@ -132,24 +133,170 @@ def test_manifest_records_parity_and_checksums(bundle):
 
 
 def test_backbone_graph_is_fused_at_export(bundle):
-    fusions = read_manifest(bundle).encoder_fusions
-    assert fusions.get("Attention") == 2  # one per layer of the tiny BERT
-    assert fusions.get("SkipLayerNormalization", 0) >= 2
+    encoder = read_manifest(bundle).encoder
+    assert encoder.file == "encoder.onnx" and encoder.int8_file == ""
+    assert encoder.fusions.get("Attention") == 2  # one per layer of the tiny BERT
+    assert encoder.fusions.get("SkipLayerNormalization", 0) >= 2
 
 
 def test_int8_is_refused_where_the_bundle_has_none(bundle):
-    with pytest.raises(BundleError, match="has no int8 prepend encoder"):
+    with pytest.raises(BundleError, match="has no int8 encoder; export with --quantize int8"):
         Classifier.load(bundle, precision="int8")
 
 
-def test_a_bundle_of_the_first_version_still_loads(bundle, tmp_path):
-    # Written before the prefix fields existed: no encoder_prefix_*, no prefix_from_layer.
-    old = tmp_path / "old"
-    shutil.copytree(bundle, old)
-    manifest = json.loads((old / "manifest.json").read_text())
-    del manifest["encoder_prefix_file"], manifest["encoder_prefix_fusions"]
-    for task in manifest["tasks"].values():
-        del task["prefix_from_layer"]
-    (old / "manifest.json").write_text(json.dumps(manifest))
-    assert read_manifest(old).encoder_prefix_file == ""
-    assert Classifier.load(old).predict(["good"]) in (["neg"], ["pos"])
+# ---- manifest format 2 ----------------------------------------------------------------------------
+
+
+def as_format_1(data):
+    """The manifest as ipt-edge wrote it before format 2: six flat encoder fields, no num_heads,
+    `deep` on each task."""
+    encoder = data.pop("encoder")
+    data.update(format_version=1, encoder_file=encoder["file"], encoder_int8_file=encoder["int8_file"],
+                encoder_fusions=encoder["fusions"], encoder_prefix_file="", encoder_prefix_fusions={},
+                encoder_prefix_int8_file="")  # fmt: skip
+    del data["backbone"]["num_heads"]
+    for task in data["tasks"].values():
+        task["deep"] = False
+
+
+def test_a_format_1_bundle_is_refused_naming_the_reexport_command(copy):
+    from typer.testing import CliRunner
+
+    from ipt_edge.cli import app
+
+    edit_manifest(copy, as_format_1)
+    command = "ipt-edge export CHECKPOINT -o NEW_BUNDLE --task NAME"
+    with pytest.raises(BundleError, match=r"format_version 1") as refused:
+        Classifier.load(copy)
+    assert command in str(refused.value)
+    for args in (["predict", "-b", str(copy), "good"], ["info", str(copy)]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2 and command in result.output, result.output
+        assert "Traceback" not in result.output
+
+
+def test_a_format_2_manifest_without_its_encoder_entry_is_refused(copy):
+    edit_manifest(copy, lambda d: d.pop("encoder"))
+    with pytest.raises(BundleError, match=r"missing field encoder"):
+        read_manifest(copy)
+
+
+def test_a_format_2_manifest_without_num_heads_is_refused(copy):
+    edit_manifest(copy, lambda d: d["backbone"].pop("num_heads"))
+    with pytest.raises(BundleError, match=r"missing field backbone.num_heads"):
+        read_manifest(copy)
+
+
+def test_num_heads_that_does_not_divide_the_hidden_size_is_refused(copy):
+    edit_manifest(copy, lambda d: d["backbone"].update(num_heads=3))
+    with pytest.raises(BundleError, match=r"backbone.num_heads must divide hidden_size 32"):
+        read_manifest(copy)
+
+
+# ---- the graph contract, checked at load -----------------------------------------------------------
+# The tiny BERT: 2 layers, 2 heads of 16 (hidden 32); the sentiment task has P = 4.
+
+
+def retag(path, relative, data: bytes):
+    """Replace a bundle file and record its size and sha256, as a careless export would."""
+    (path / relative).write_bytes(data)
+    record = file_record(path / relative)
+    edit_manifest(
+        path, lambda d: d["files"].update({relative: {"size": record.size, "sha256": record.sha256}})
+    )
+
+
+def generator_graph(layers=2, heads=2, prompts=4, head_dim=16, outputs=("prefix_keys", "prefix_values"),
+                    inputs=("attention_mask",)) -> bytes:  # fmt: skip
+    """A generator graph of fixed prefix values (0.1), with the dims and names asked for."""
+    pytest.importorskip("onnx", reason="writing a graph needs onnx (export extra)")
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    dims = [layers, heads, prompts, head_dim]
+    constants = {"zero": np.array([0], np.int64), "one": np.array([1], np.int64),
+                 "rest": np.array(dims, np.int64), "base": np.full([1, *dims], 0.1, np.float32)}  # fmt: skip
+    nodes = [
+        helper.make_node("Shape", [inputs[0]], ["shape"]),
+        helper.make_node("Slice", ["shape", "zero", "one"], ["batch"]),
+        helper.make_node("Concat", ["batch", "rest"], ["full"], axis=0),
+        *(helper.make_node("Expand", ["base", "full"], [name]) for name in outputs),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "generator",
+        [helper.make_tensor_value_info(name, TensorProto.INT64, ["batch", "tokens"]) for name in inputs],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", *dims]) for name in outputs],
+        [numpy_helper.from_array(value, name) for name, value in constants.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def test_a_generator_that_keeps_the_contract_loads_and_runs(copy):
+    # The control for the refusals below: the same made-up graph, with the right dims, is accepted.
+    retag(copy, "tasks/sentiment/generator.onnx", generator_graph())
+    classifier = Classifier.load(copy)
+    assert classifier.predict_proba(["good", "the film was dull"]).shape == (2, 2)
+
+
+@pytest.mark.parametrize(
+    "dims, message",
+    [
+        ({"heads": 4, "head_dim": 8}, "prefix_keys has heads = 4, but the manifest says 2"),
+        ({"head_dim": 8}, "prefix_keys has head_dim = 8, but the manifest says 16"),
+        ({"layers": 3}, "prefix_keys has layers = 3, but the manifest says 2"),
+        ({"prompts": 5}, "prefix_keys has prompts = 5, but the manifest says 4"),
+    ],
+)
+def test_a_generator_whose_fixed_dims_are_off_is_refused(copy, dims, message):
+    retag(copy, "tasks/sentiment/generator.onnx", generator_graph(**dims))
+    with pytest.raises(BundleError, match=r"tasks/sentiment/generator.onnx: " + re.escape(message)):
+        Classifier.load(copy)
+
+
+@pytest.mark.parametrize(
+    "names, message",
+    [
+        ({"outputs": ("prompt_embeds",)}, r"outputs should be prefix_keys .*; found prompt_embeds float32 rank 5"),
+        ({"outputs": ("prefix_keys",)}, r"outputs should be prefix_keys .*; found prefix_keys float32 rank 5$"),
+        ({"inputs": ("prompt_ids",)}, r"inputs should be a subset of input_ids .*; found prompt_ids int64"),
+    ],
+)  # fmt: skip
+def test_a_generator_whose_inputs_or_outputs_are_off_is_refused(copy, names, message):
+    retag(copy, "tasks/sentiment/generator.onnx", generator_graph(**names))
+    with pytest.raises(BundleError, match=r"tasks/sentiment/generator.onnx: " + message):
+        Classifier.load(copy)
+
+
+def test_a_generator_in_place_of_the_encoder_is_refused(copy):
+    retag(copy, "encoder.onnx", (copy / "tasks/sentiment/generator.onnx").read_bytes())
+    with pytest.raises(BundleError, match=r"encoder.onnx: inputs should be token_embeds float32 .*; found"):
+        Bundle.load(copy)
+
+
+def test_an_encoder_whose_head_dim_is_off_is_refused(copy):
+    onnx = pytest.importorskip("onnx", reason="editing a graph needs onnx (export extra)")
+    model = onnx.load(copy / "encoder.onnx")
+    for graph_input in model.graph.input:
+        if graph_input.name in ("prefix_keys", "prefix_values"):
+            graph_input.type.tensor_type.shape.dim[4].dim_value = 8  # [batch, layers, heads, P, head_dim]
+    retag(copy, "encoder.onnx", model.SerializeToString())
+    with pytest.raises(
+        BundleError, match=r"encoder.onnx: prefix_keys has head_dim = 8, but the manifest says 16"
+    ):
+        Bundle.load(copy)
+
+
+@pytest.mark.parametrize(
+    "backbone, message",
+    [
+        ({"num_heads": 4}, "prefix_keys has heads = 2, but the manifest says 4"),  # head_dim 8 as well
+        ({"num_layers": 3}, "prefix_keys has layers = 2, but the manifest says 3"),
+    ],
+)
+def test_an_encoder_unlike_the_manifests_backbone_is_refused(copy, backbone, message):
+    edit_manifest(copy, lambda d: d["backbone"].update(backbone))
+    with pytest.raises(BundleError, match=r"encoder.onnx: " + re.escape(message)):
+        Bundle.load(copy)

@@ -209,7 +209,7 @@ def test_train_text_pair_column_trains_a_pair_task(tiny_backbone, tmp_path):
     train = write_tsv(tmp_path / "pairs.tsv", ["premise", "hypothesis", "label"], rows)
     checkpoint, bundle = tmp_path / "ckpt", tmp_path / "bundle"
     result = run("train", train, "-o", checkpoint, "--backbone", tiny_backbone, "--text-column", "premise",
-                 "--text-pair-column", "hypothesis", "--generator", "static", "--prompt-length", "2",
+                 "--text-pair-column", "hypothesis", "--generator", "prefix", "--prompt-length", "2",
                  "--epochs", "0.5")  # fmt: skip
     assert result.exit_code == 0, result.output
     assert read_checkpoint(checkpoint).config.text_pair
@@ -277,12 +277,16 @@ def test_train_can_start_from_a_pretrained_generator(tiny_backbone, sentiment_fi
 
     train, _ = sentiment_files
     out = tmp_path / "ckpt"
-    result = run("train", train, "-o", out, "--backbone", tiny_backbone, "--prompt-length", "4",
-                 "--epochs", "0.01", "--lr", "1e-12", "--generator", "mlp", "--init-generator", checkpoints["mlp"])  # fmt: skip
+    result = run("train", train, "-o", out, "--backbone", tiny_backbone, "--prompt-length", "4", "--epochs", "0.01",
+                 "--lr", "1e-12", "--generator", "mlp-prefix", "--init-generator", checkpoints["mlp-prefix"])  # fmt: skip
     assert result.exit_code == 0, result.output
-    pretrained = load_file(checkpoints["mlp"] / "weights.safetensors")
+    pretrained = load_file(checkpoints["mlp-prefix"] / "weights.safetensors")
     started = load_file(out / "weights.safetensors")
-    np.testing.assert_allclose(started["generator.up.weight"], pretrained["generator.up.weight"], atol=1e-6)
+    assert np.abs(pretrained["generator.up.weight"]).max() > 1e-3  # trained away from its zero start
+    names = sorted(name for name in pretrained if name.startswith("generator."))
+    assert "generator.base" in names and sorted(n for n in started if n.startswith("generator.")) == names
+    for name in names:
+        np.testing.assert_allclose(started[name], pretrained[name], atol=1e-6, err_msg=name)
 
 
 @pytest.mark.export
@@ -291,6 +295,6 @@ def test_pretrained_generator_of_another_kind_is_refused(
 ):
     train, _ = sentiment_files
     result = run("train", train, "-o", tmp_path / "c", "--backbone", tiny_backbone, "--prompt-length", "4",
-                 "--generator", "cnn", "--init-generator", checkpoints["mlp"])  # fmt: skip
+                 "--generator", "cnn-prefix", "--init-generator", checkpoints["mlp-prefix"])  # fmt: skip
     assert result.exit_code == 2
-    assert "its generator is mlp with P=4; this task trains cnn with P=4" in result.output
+    assert "its generator is mlp-prefix with P=4; this task trains cnn-prefix with P=4" in result.output

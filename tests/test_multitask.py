@@ -1,9 +1,11 @@
-"""Many tasks, one backbone: a Bundle opens the shared sessions once, and rows of different tasks
-(of different prompt lengths and kinds) share batches, each row scoring what its task alone gives."""
+"""Many tasks, one backbone: a Bundle opens one backbone session whatever tasks it runs, and rows of
+different tasks (every generator family, different prompt lengths) share its calls, each row scoring
+what its task alone gives."""
 
 from __future__ import annotations
 
 import json
+import math
 import random
 import shutil
 import threading
@@ -12,14 +14,17 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from ipt_edge import Bundle
-from ipt_edge.bundle import BundleError
+import ipt_edge.pipeline
+from ipt_edge import Bundle, Classifier
 from ipt_edge.cli import app
+from ipt_edge.errors import BundleError
+from ipt_edge.manifest import read_manifest
 
-from .tiny import MULTI_TASKS, rating_rows, sentiment_rows, write_tsv
+from .tiny import KINDS, MULTI_TASKS, rating_rows, sentiment_rows, write_tsv
 
-# The committed bundle (`multi`, tests/bundles/multi) holds MULTI_TASKS: mlp4, deep4, static2, attn4,
-# prefix2, late4 (labels neg/pos) and rating3 (labels low/mid/high).
+# The committed bundle (`multi`, tests/bundles/multi) holds MULTI_TASKS: a task of every generator
+# family, prompt lengths 2 to 5, "late4" (a prefix from layer 1 on), all neg/pos, and "rating3"
+# (labels low/mid/high).
 TASKS = MULTI_TASKS
 TEXTS = [
     "the film was good",
@@ -30,13 +35,14 @@ TEXTS = [
     "the story was fine and the cast superb but the plot dull",
 ]
 # The PyTorch parity test trains its own tasks (name -> checkpoint key in `checkpoints`, or a
-# (generator, P) trained here) and exports them into a bundle of its own.
+# (generator, P) trained here) and exports them into a bundle of its own: every family, P 2 to 4.
 PARITY_TASKS = {
-    "mlp4": "mlp",
-    "deep4": "mlp-deep",
-    "static2": ("static", 2),
-    "attn4": "attn-prefix",
     "prefix2": ("prefix", 2),
+    "lookup4": "lookup-prefix",
+    "mlp4": "mlp-prefix",
+    "lstm3": ("lstm-prefix", 3),
+    "cnn4": "cnn-prefix",
+    "attn4": "attn-prefix",
     "late4": "mlp-prefix@1",
 }
 
@@ -70,30 +76,116 @@ def exported(sources, tmp_path_factory):
 
 
 def alone(bundle_path, name, texts):
-    """The reference: each task loaded by itself, on rows of its own."""
-    return Bundle.load(bundle_path).classifier(name).logits(texts)
+    """The reference: each task in a bundle of its own loading, on rows of its own."""
+    return Classifier(Bundle.load(bundle_path), name).logits(texts)
+
+
+class Counting:
+    """A session that records the feeds' shapes and the prefix lengths of each call."""
+
+    def __init__(self, session):
+        self.session, self.calls = session, []
+
+    def run(self, outputs, feeds):
+        self.calls.append({name: value.shape for name, value in feeds.items()})
+        if "prefix_mask" in feeds:  # each row's P: its prefix positions the last layer attends to
+            self.calls[-1]["row_prompts"] = feeds["prefix_mask"][:, -1].sum(axis=1).tolist()
+        return self.session.run(outputs, feeds)
+
+    def __getattr__(self, name):
+        return getattr(self.session, name)
 
 
 def test_bundle_lists_its_tasks(multi):
     assert Bundle.load(multi).tasks == sorted(TASKS)
 
 
-def test_classifiers_of_one_bundle_share_its_sessions(multi):
+def test_the_multi_bundle_has_every_generator_family_and_several_prompt_lengths(multi):
+    # What the tests below mix: a task of each family, and prompt lengths that differ.
+    tasks = read_manifest(multi).tasks
+    assert {task.generator for task in tasks.values()} == set(KINDS)
+    assert len({task.prompt_length for task in tasks.values()}) >= 3
+    assert {name: (task.generator, task.prompt_length) for name, task in tasks.items()} == {
+        name: (generator, p) for name, (generator, p, _) in TASKS.items()
+    }
+
+
+def test_a_bundle_holds_one_backbone_graph(multi):
+    manifest = read_manifest(multi)
+    assert manifest.shared_files() == ["tokenizer.json", "embed.onnx", "encoder.onnx"]
+    shared = sorted(path for path in manifest.files if not path.startswith("tasks/"))
+    assert shared == ["embed.onnx", "encoder.onnx", "tokenizer.json"]
+    assert sorted(p.name for p in multi.glob("*.onnx")) == ["embed.onnx", "encoder.onnx"]
+
+
+def test_a_bundle_opens_one_backbone_session_whatever_tasks_it_runs(multi, monkeypatch):
+    opened = []
+
+    def recording(model, name, providers, threads=None, small=False):
+        opened.append((name, small))
+        return create_session(model, name, providers, threads, small)
+
+    create_session = ipt_edge.pipeline.create_session
+    monkeypatch.setattr(ipt_edge.pipeline, "create_session", recording)
     bundle = Bundle.load(multi)
-    first, second = bundle.classifier("mlp4"), bundle.classifier("deep4")
-    assert first.bundle is second.bundle is bundle
-    assert len(bundle._encoders) == 1  # both prepend: one encoder session
-    bundle.classifier("attn4")
-    assert len(bundle._encoders) == 2  # a prefix task opens the prefix encoder, once
+    encoder = bundle.encoder
+    classifiers = [Classifier(bundle, name) for name in TASKS]
+    for classifier in classifiers:
+        assert classifier.bundle is bundle
+        assert len(classifier.predict_proba(TEXTS[:2])) == 2
+    bundle.predict(TEXTS * 2, [name for name in TASKS for _ in range(2)][: len(TEXTS) * 2])
+    assert bundle.encoder is encoder
+    backbone = [(name, small) for name, small in opened if name == "encoder.onnx"]
+    assert backbone == [("encoder.onnx", False)]  # one backbone session, for every task
+    assert sorted(opened) == sorted(
+        [("embed.onnx", True), ("encoder.onnx", False)]
+        + [(f"tasks/{name}/generator.onnx", True) for name in TASKS]  # each task's own, once
+    )
+
+
+def test_each_tasks_generator_session_is_small(multi):
+    # A task's generator (and the embedding) runs on the calling thread with no memory arena of
+    # its own: an extra task costs its weights, not an arena sized for a batch. The backbone keeps
+    # ONNX Runtime's arena and thread pool.
+    bundle = Bundle.load(multi)
+    for name in TASKS:
+        options = bundle.task(name).generator.get_session_options()
+        assert (options.enable_cpu_mem_arena, options.intra_op_num_threads) == (False, 1), name
+    options = bundle.embed.get_session_options()
+    assert (options.enable_cpu_mem_arena, options.intra_op_num_threads) == (False, 1)
+    assert bundle.encoder.get_session_options().enable_cpu_mem_arena is True
+
+
+def test_tasks_of_every_family_and_prompt_length_share_one_backbone_call_per_batch(multi):
+    bundle = Bundle.load(multi)
+    bundle.encoder = encoder = Counting(bundle.encoder)
+    bundle.embed = embed = Counting(bundle.embed)
+    names = list(TASKS)
+    texts = [TEXTS[i % len(TEXTS)] for i in range(len(names))]
+    bundle.predict(texts, names, batch_size=32)
+    longest = max(p for _, p, _ in TASKS.values())
+    assert len(encoder.calls) == len(embed.calls) == 1  # every task's rows in one call
+    (call,) = encoder.calls
+    assert (
+        call["prefix_keys"] == call["prefix_values"] == (len(names), 2, 2, longest, 16)
+    )  # [B, L, heads, P, 16]
+    assert call["prefix_mask"] == (len(names), 2, longest)
+    assert sorted(call["row_prompts"]) == sorted(p for _, p, _ in TASKS.values())
+    encoder.calls.clear()
+    bundle.predict(texts * 3, names * 3, batch_size=5)
+    assert len(encoder.calls) == math.ceil(len(names) * 3 / 5)  # one call per batch, whatever its tasks
 
 
 def test_mixed_batch_equals_each_task_alone(multi):
     bundle = Bundle.load(multi)
+    bundle.encoder = encoder = Counting(bundle.encoder)
     names = list(TASKS)
     tasks = names * 4
     random.Random(0).shuffle(tasks)  # interleaved, each task 4 times
     texts = [TEXTS[i % len(TEXTS)] for i in range(len(tasks))]
     mixed = bundle.logits(texts, tasks, batch_size=5)
+    full = [call["row_prompts"] for call in encoder.calls if len(call["row_prompts"]) == 5]
+    assert len(full) == 6 and all(len(set(prompts)) > 1 for prompts in full)  # each full batch mixes P
     for name in names:
         rows = [i for i, t in enumerate(tasks) if t == name]
         expected = alone(multi, name, [texts[i] for i in rows])
@@ -106,30 +198,18 @@ def test_mixed_batch_matches_pytorch_for_every_task(exported, sources, tiny_back
 
     bundle = Bundle.load(exported)
     names = list(PARITY_TASKS)
+    assert {read_manifest(exported).tasks[name].generator for name in names} == set(KINDS)
     tasks = [names[i % len(names)] for i in range(len(names) * 2)]
     texts = [TEXTS[i % len(TEXTS)] for i in range(len(tasks))]
-    mixed = bundle.logits(texts, tasks, batch_size=len(tasks))
+    mixed = bundle.logits(texts, tasks, batch_size=len(tasks))  # one batch of every family
     for name in names:
         rows = [i for i, t in enumerate(tasks) if t == name]
         expected = torch_logits(sources[name], tiny_backbone, [texts[i] for i in rows])
         np.testing.assert_allclose(np.stack([mixed[i] for i in rows]), expected, atol=1e-4, rtol=0)
 
 
-def test_tasks_of_different_prompt_lengths_share_one_encoder_call(multi, monkeypatch):
-    bundle = Bundle.load(multi)
-    calls = []
-    bundle.generator("mlp4")
-    encoder = bundle._encoders["prepend"]
-    bundle._encoders["prepend"] = type("Counting", (), {
-        "run": lambda self, *a: calls.append(a[1]["prompt_embeds"].shape) or encoder.run(*a),
-        "get_inputs": lambda self: encoder.get_inputs(),
-    })()  # fmt: skip
-    bundle.predict(TEXTS[:4], ["mlp4", "static2", "deep4", "static2"], batch_size=32)
-    assert calls == [(4, 4, 32)]  # one call, P padded to the longest (4), hidden 32
-
-
 def test_predict_proba_gives_each_row_its_tasks_labels(multi):
-    probabilities = Bundle.load(multi).predict_proba(["good", "bad", "fine"], ["attn4", "rating3", "static2"])
+    probabilities = Bundle.load(multi).predict_proba(["good", "bad", "fine"], ["attn4", "rating3", "prefix2"])
     assert [p.shape for p in probabilities] == [(2,), (3,), (2,)]
     assert all(abs(p.sum() - 1) < 1e-6 for p in probabilities)
 
@@ -142,15 +222,6 @@ def test_an_unknown_task_name_is_refused_naming_it(multi):
 def test_one_task_name_per_text(multi):
     with pytest.raises(ValueError, match="2 texts but 1 task names"):
         Bundle.load(multi).predict(["good", "bad"], ["mlp4"])
-
-
-def test_an_encoder_without_prompt_mask_groups_prepend_tasks_by_length(multi, monkeypatch):
-    bundle = Bundle.load(multi)
-    monkeypatch.setattr(Bundle, "_takes_prompt_mask", lambda self: False)  # as a bundle of 0.1
-    tasks = ["mlp4", "static2", "deep4", "static2"]
-    mixed = bundle.logits(TEXTS[:4], tasks)
-    for index, name in enumerate(tasks):
-        np.testing.assert_allclose(mixed[index], alone(multi, name, [TEXTS[index]])[0], atol=1e-4, rtol=0)
 
 
 def test_one_bundle_from_many_threads_equals_serial_use(multi):
@@ -183,16 +254,18 @@ def test_truncation_is_returned_per_call_not_kept(multi):
     assert bundle.run(["bad"], "mlp4").truncated.tolist() == [False]
 
 
-def test_generator_outputs_off_the_manifest_are_refused_at_load(multi, tmp_path):
+def test_generator_outputs_off_the_manifest_are_refused_when_the_task_opens(multi, tmp_path):
     copy = tmp_path / "b"
     shutil.copytree(multi, copy)
     manifest = json.loads((copy / "manifest.json").read_text())
-    manifest["tasks"]["mlp4"].update(prompt_length=5, max_length=50)
+    manifest["tasks"]["mlp4"].update(prompt_length=5)
     (copy / "manifest.json").write_text(json.dumps(manifest))
+    bundle = Bundle.load(copy)
     with pytest.raises(
-        BundleError, match=r"generator.onnx: prompt_embeds has prompts = 4, but the manifest says 5"
+        BundleError, match=r"generator.onnx: prefix_keys has prompts = 4, but the manifest says 5"
     ):
-        Bundle.load(copy).classifier("mlp4")
+        Classifier(bundle, "mlp4")
+    assert bundle.predict(["good"], "attn4") in (["neg"], ["pos"])  # the other tasks still run
 
 
 # ---- the command line ---------------------------------------------------------------------------
@@ -235,7 +308,7 @@ def test_predict_prints_each_tasks_label_and_probability_then_the_text(multi):
     for text in ["the film was good", "dull"]:
         answers = []
         for name in ["mlp4", "rating3"]:
-            classifier = bundle.classifier(name)
+            classifier = Classifier(bundle, name)
             row = classifier.predict_proba([text])[0]
             answers.append(f"{name}:{classifier.labels[int(row.argmax())]} {row.max():.4f}")
         expected.append("\t".join([*answers, text]))
@@ -260,13 +333,13 @@ def test_score_writes_columns_per_task_in_one_pass(multi, tmp_path):
                       "prefix2_prediction", "prefix2_prob_neg", "prefix2_prob_pos"]  # fmt: skip
     rows = [line.split("\t") for line in out.read_text().splitlines()[1:]]
     texts = [r[0] for r in rows]
-    expected = Bundle.load(multi).classifier("prefix2").predict_proba(texts)
+    expected = Classifier(Bundle.load(multi), "prefix2").predict_proba(texts)
     np.testing.assert_allclose([[float(r[6]), float(r[7])] for r in rows], expected, atol=1e-5)
 
 
 def test_score_task_column_scores_each_row_with_its_task(multi, tmp_path):
     rows = [
-        (text, ["mlp4", "attn4", "static2"][i % 3]) for i, (text, _) in enumerate(sentiment_rows(9, seed=3))
+        (text, ["mlp4", "attn4", "lstm3"][i % 3]) for i, (text, _) in enumerate(sentiment_rows(9, seed=3))
     ]
     source = write_tsv(tmp_path / "in.tsv", ["text", "task"], rows)
     out = tmp_path / "out.jsonl"
@@ -276,7 +349,7 @@ def test_score_task_column_scores_each_row_with_its_task(multi, tmp_path):
     scored = [json.loads(line) for line in out.read_text().split("\n") if line]
     assert [(r["text"], r["task"]) for r in scored] == rows
     for row in scored:
-        classifier = bundle.classifier(row["task"])
+        classifier = Classifier(bundle, row["task"])
         expected = classifier.predict_proba([row["text"]])[0]
         assert row["prediction"] == classifier.labels[int(expected.argmax())]
         got = [row[f"prob_{label}"] for label in classifier.labels]
@@ -299,7 +372,7 @@ def test_score_task_column_leaves_a_cell_empty_where_a_label_is_not_the_rows_tas
     assert [name for name in probability_columns if scored[1][name] == ""] == ["prob_neg", "prob_pos"]
     bundle = Bundle.load(multi)
     for row, (text, task) in zip(scored, rows, strict=True):
-        classifier = bundle.classifier(task)
+        classifier = Classifier(bundle, task)
         expected = classifier.predict_proba([text])[0]
         got = [float(row[f"prob_{label}"]) for label in classifier.labels]
         np.testing.assert_allclose(got, expected, atol=1e-5)

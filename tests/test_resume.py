@@ -20,8 +20,8 @@ import pytest
 from typer.testing import CliRunner
 
 import ipt_edge.scoring
-from ipt_edge.bundle import file_record, read_manifest, write_manifest
 from ipt_edge.cli import app
+from ipt_edge.manifest import file_record, read_manifest, write_manifest
 
 from .conftest import sentiment_rows, write_tsv
 
@@ -276,8 +276,8 @@ def variant(bundle, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("variant") / "bundle"
     shutil.copytree(bundle, path)
     manifest = read_manifest(path)
-    shutil.copyfile(path / manifest.encoder_file, path / "encoder.int8.onnx")
-    manifest.encoder_int8_file = "encoder.int8.onnx"
+    shutil.copyfile(path / manifest.encoder.file, path / "encoder.int8.onnx")
+    manifest.encoder.int8_file = "encoder.int8.onnx"
     manifest.files["encoder.int8.onnx"] = file_record(path / "encoder.int8.onnx")
     manifest.tasks["other"] = replace(manifest.tasks["sentiment"])
     write_manifest(path, manifest)

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 from ipt_edge.classifier import Classifier
+from ipt_edge.errors import BundleError
+from ipt_edge.pipeline import Bundle
 from ipt_edge.sessions import ProviderError
 
 TEXTS = ["the film was good", "dull", "a very lovely story and a great cast", "poor plot", "superb"]
@@ -24,7 +26,7 @@ def test_predict_proba_rows_are_distributions_over_the_labels(classifier):
 
 
 # Texts of both labels, of different lengths (batches are sorted by length), that the committed task
-# classifies correctly with a margin (its probabilities of "pos": 0.70 0.32 0.85 0.21 0.92 0.32).
+# classifies correctly with a margin (its probabilities of "pos": 0.66 0.02 0.97 0.17 1.00 0.02).
 LABELLED = [
     ("the film was good", "pos"),
     ("it was a dull movie", "neg"),
@@ -66,6 +68,18 @@ def test_long_text_is_truncated_and_said_so(classifier):
     with pytest.warns(UserWarning, match=r"1 text\(s\) longer than their task's token budget were truncated"):
         result = classifier.classify([long_text, "dull"])
     assert result.truncated.tolist() == [True, False]
+
+
+def test_a_classifier_is_a_task_of_an_open_bundle(bundle, classifier):
+    # One constructor, Classifier(bundle, task); Classifier.load builds the Bundle for it.
+    opened = Bundle.load(bundle)
+    one = Classifier(opened, "sentiment")
+    assert one.bundle is opened and one.task is opened.task("sentiment") and one.labels == ["neg", "pos"]
+    assert Classifier(opened).task_name == "sentiment"  # a bundle's only task, when none is named
+    assert isinstance(classifier.bundle, Bundle) and classifier.bundle is not opened
+    np.testing.assert_array_equal(one.logits(TEXTS), classifier.logits(TEXTS))
+    with pytest.raises(BundleError, match=r"no task 'spam' in the bundle; it has: sentiment"):
+        Classifier(opened, "spam")
 
 
 def test_asking_for_an_unavailable_provider_fails_clearly(bundle):

@@ -12,25 +12,26 @@ from pathlib import Path
 POSITIVE = ["good", "great", "fine", "lovely", "superb"]
 NEGATIVE = ["bad", "awful", "poor", "dull", "boring"]
 FILLER = ["the", "film", "was", "a", "plot", "and", "very", "movie", "story", "is", "it", "so", "cast"]
-ALL_KINDS = ("static", "static-deep", "lookup", "mlp", "mlp-deep", "lstm", "cnn", "lstm-deep", "cnn-deep")
-PREFIX_KINDS = ("prefix", "mlp-prefix", "attn-prefix")
+KINDS = ("prefix", "lookup-prefix", "mlp-prefix", "lstm-prefix", "cnn-prefix", "attn-prefix")  # every family
+INSTANCE_KINDS = KINDS[1:]  # those whose prefix depends on the input
 
 BUNDLES = Path(__file__).parent / "bundles"
-SENTIMENT_BUNDLE = BUNDLES / "sentiment"  # one mlp task "sentiment", labels neg/pos
+SENTIMENT_BUNDLE = BUNDLES / "sentiment"  # one mlp-prefix task "sentiment", labels neg/pos
 MULTI_BUNDLE = BUNDLES / "multi"  # MULTI_TASKS below
 PAIR_BUNDLE = BUNDLES / "pair"  # one pair task "entail", labels differ/same
 
-# The committed multi-task bundle: name -> (generator, P, extra training options). Prepend and prefix
-# kinds, prompt lengths 2 and 4, a prefix from layer 1 only, and "rating3", whose labels differ from
+# The committed multi-task bundle: name -> (generator, P, extra training options). Every family,
+# prompt lengths 2 to 5, a prefix from layer 1 only, and "rating3", whose labels differ from
 # everyone else's (low/mid/high where the others have neg/pos).
 MULTI_TASKS = {
-    "mlp4": ("mlp", 4, {}),
-    "deep4": ("mlp-deep", 4, {}),
-    "static2": ("static", 2, {}),
-    "attn4": ("attn-prefix", 4, {}),
     "prefix2": ("prefix", 2, {}),
+    "lookup4": ("lookup-prefix", 4, {}),
+    "mlp4": ("mlp-prefix", 4, {}),
+    "lstm3": ("lstm-prefix", 3, {}),
+    "cnn5": ("cnn-prefix", 5, {}),
+    "attn4": ("attn-prefix", 4, {}),
     "late4": ("mlp-prefix", 4, {"prefix_from_layer": 1}),
-    "rating3": ("mlp", 4, {"labels": "low,mid,high"}),
+    "rating3": ("mlp-prefix", 4, {"labels": "low,mid,high"}),
 }
 
 
@@ -124,7 +125,7 @@ def train_checkpoint(backbone: Path, train: Path, dev: Path | None, out: Path, *
     from ipt_edge_export.train import TrainOptions
     from ipt_edge_export.train import train as run
 
-    settings = {"generator": "mlp", "prompt_length": 4, "epochs": 1.0, "batch_size": 16, "lr": 1e-2}
+    settings = {"generator": "mlp-prefix", "prompt_length": 4, "epochs": 1.0, "batch_size": 16, "lr": 1e-2}
     settings.update(options)
     run(
         TrainOptions(train_file=train, dev_file=dev, out_dir=out, backbone=str(backbone), **settings),

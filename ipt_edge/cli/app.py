@@ -126,7 +126,8 @@ def open_bundle(
 ):
     """Bundle.load and the tasks asked for (--task ..., --all-tasks; neither: every task), each
     opened and checked now; every bundle or provider problem is a clear exit 2."""
-    from ipt_edge.bundle import BundleError
+    from ipt_edge.classifier import Classifier
+    from ipt_edge.errors import BundleError
     from ipt_edge.pipeline import Bundle
     from ipt_edge.sessions import ProviderError
 
@@ -137,6 +138,6 @@ def open_bundle(
         names = list(dict.fromkeys(tasks)) if tasks else loaded.tasks
         if not names:
             fail(f"{bundle}: the bundle has no tasks")
-        return loaded, [loaded.classifier(name) for name in names]
+        return loaded, [Classifier(loaded, name) for name in names]
     except (BundleError, ProviderError, ValueError) as error:
         fail(str(error))

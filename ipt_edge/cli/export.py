@@ -28,11 +28,11 @@ def export(
         float, typer.Option(min=0.0, help="Largest |logit difference| ONNX Runtime vs PyTorch accepted.")
     ] = 1e-4,
     optimize: Annotated[
-        bool, typer.Option(help="Fuse attention, GELU and layer norms in an encoder graph the export adds.")
+        bool, typer.Option(help="Fuse attention, GELU and layer norms in the backbone graph of a new bundle.")
     ] = True,
     quantize: Annotated[
         str | None,
-        typer.Option(help="int8: also build a dynamically quantized encoder (needs --calibration)."),
+        typer.Option(help="int8: also build the dynamically quantized backbone graph (needs --calibration)."),
     ] = None,
     calibration: Annotated[
         Path | None, typer.Option(help="Labelled file the int8 encoder's accuracy is measured on.")
@@ -46,13 +46,13 @@ def export(
     ] = None,
     label_column: Annotated[str, typer.Option(help="Calibration file: label column.")] = "label",
 ) -> None:
-    """Export a checkpoint to a bundle: shared backbone graphs once, one generator graph per task.
+    """Export a checkpoint to a bundle: the shared backbone graph once, one generator graph per task.
 
     Export first runs ONNX Runtime on the checkpoint's real sample inputs and compares the logits with
     PyTorch; beyond --tolerance it refuses and writes nothing.
     """
     export_side("ipt_edge_export.onnx_export")
-    from ipt_edge.bundle import BundleError
+    from ipt_edge.errors import BundleError
     from ipt_edge_export.checkpoint import CheckpointError
     from ipt_edge_export.onnx_export import Calibration, ExportError, export_checkpoint
 

@@ -16,7 +16,8 @@ def info(
     verify: Annotated[bool, typer.Option(help="Check every file's size and sha256.")] = True,
 ) -> None:
     """Show a bundle: backbone, tasks and their labels, file sizes; checks checksums."""
-    from ipt_edge.bundle import BundleError, read_manifest, verified_path
+    from ipt_edge.errors import BundleError
+    from ipt_edge.manifest import read_manifest, verified_path
 
     try:
         manifest = read_manifest(bundle)
@@ -30,15 +31,16 @@ def info(
     )
     shared = sum(manifest.files[f].size for f in manifest.shared_files())
     typer.echo(f"shared   {', '.join(manifest.shared_files())}: {shared / 1e6:.1f} MB")
-    for file, fused in ((manifest.encoder_file, manifest.encoder_fusions),
-                        (manifest.encoder_prefix_file, manifest.encoder_prefix_fusions)):  # fmt: skip
-        if file:
-            typer.echo(f"fusions  {file}: {', '.join(f'{op} x{n}' for op, n in fused.items()) or 'none'}")
+    fused = manifest.encoder.fusions
+    typer.echo(
+        f"fusions  {manifest.encoder.file}: {', '.join(f'{op} x{n}' for op, n in fused.items()) or 'none'}"
+    )
     for name, task in sorted(manifest.tasks.items()):
         size = sum(manifest.files[f].size for f in (task.generator_file, task.head_file))
         share = task.tuned_parameters / backbone.parameters
         typer.echo(
-            f"task     {name}: {task.generator} generator, P={task.prompt_length}, "
+            f"task     {name}: {task.generator} generator, P={task.prompt_length}"
+            f"{f' from layer {task.prefix_from_layer}' if task.prefix_from_layer else ''}, "
             f"{task.pooling} pooling, {'text pairs' if task.text_pair else 'single texts'}, max {task.max_length} tokens\n"
             f"         labels: {', '.join(task.labels)}\n"
             f"         {task.tuned_parameters:,} tuned parameters ({share:.2%} of the backbone), {size / 1e6:.2f} MB, "

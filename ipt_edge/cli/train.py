@@ -47,14 +47,14 @@ def train(
     generator: Annotated[
         str,
         typer.Option(
-            help="Prefix kinds give every layer's attention P keys/values, computed per input: attn-prefix "
-            "(attention pooling over the input's tokens; measured best, docs/accuracy.md), mlp-prefix, or "
-            "prefix (the same for every input, P-tuning v2). They cost about what the plain backbone does. "
-            "Prepend kinds put P prompt vectors in front of the text (slower: every layer runs P more "
-            "positions): static | lookup | mlp | lstm | cnn, all but lookup also as <kind>-deep."
+            help="The generator family; every one gives each layer's attention P keys/values: prefix (the "
+            "same for every input, P-tuning v2), lookup-prefix (from a trainable table at the input's first P "
+            "token ids: the paper's token-wise IPT), mlp-prefix (the mean token embedding), lstm-prefix "
+            "(a bidirectional LSTM over the tokens), cnn-prefix (TextCNN over the tokens), attn-prefix "
+            "(attention pooling over the tokens; measured best, docs/accuracy.md)."
         ),
     ] = "attn-prefix",
-    prompt_length: Annotated[int, typer.Option(min=1, help="P, prompt vectors per input.")] = 16,
+    prompt_length: Annotated[int, typer.Option(min=1, help="P, prefix keys/values per layer.")] = 16,
     pooling: Annotated[str, typer.Option(help="mean (over real tokens) or cls.")] = "mean",
     max_length: Annotated[
         int, typer.Option(min=1, help="Token budget of the text; longer texts are cut.")
@@ -64,8 +64,8 @@ def train(
     lr: Annotated[
         float | None,
         typer.Option(
-            help="AdamW learning rate (warm-up, then linear decay). Default: 5e-2 for prefix kinds, 5e-3 "
-            "for the others (chosen on SST-2 dev, docs/accuracy.md)."
+            help="AdamW learning rate (warm-up, then linear decay). Default: 5e-2, for every family "
+            "(chosen on SST-2 dev, docs/accuracy.md)."
         ),
     ] = None,
     seed: Annotated[int, typer.Option()] = 0,
@@ -77,7 +77,7 @@ def train(
         typer.Option(help="Start from the generator of this checkpoint (pretrained on another corpus)."),
     ] = None,
     prefix_from_layer: Annotated[
-        int, typer.Option(min=0, help="Prefix kinds: the first layer given a prefix (layers below get none).")
+        int, typer.Option(min=0, help="The first layer given a prefix (layers below get none).")
     ] = 0,
     device: Annotated[
         str, typer.Option(help="cpu, cuda (an NVIDIA GPU through PyTorch), or auto (cuda where available).")

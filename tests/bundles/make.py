@@ -73,7 +73,7 @@ def main() -> None:
         build(
             "sentiment",
             work,
-            {"sentiment": {**TRAINING, "generator": "mlp", "prompt_length": 4, "labels": "neg,pos",
+            {"sentiment": {**TRAINING, "generator": "mlp-prefix", "prompt_length": 4, "labels": "neg,pos",
                            "train": sentiment[0], "dev": sentiment[1]}},
         )  # fmt: skip
         multi = {}
@@ -86,7 +86,7 @@ def main() -> None:
         build(
             "pair",
             work,
-            {"entail": {**TRAINING, "generator": "lookup", "prompt_length": 4, "labels": "differ,same",
+            {"entail": {**TRAINING, "generator": "lookup-prefix", "prompt_length": 4, "labels": "differ,same",
                         "text_column": "premise", "text_pair_column": "hypothesis",
                         "train": pairs[0], "dev": pairs[1]}},
         )  # fmt: skip

@@ -1,17 +1,20 @@
-"""The bundle format: what is in a bundle folder, and the checks before any of it is used.
+"""The bundle format (manifest.json, format version 2): what is in a bundle folder, and the
+checks before any of it is used.
 
     bundle/
       manifest.json                  this schema (FORMAT_VERSION), sha256 and size of every file
       tokenizer.json                 shared
       embed.onnx                     shared: input_ids [B,T] -> token_embeds [B,T,H]
-      encoder.onnx                   shared: token_embeds, masks, prompts -> hidden [B,P+T,H]
-      encoder_prefix.onnx            shared, once a prefix task is added: ..., prefix keys/values -> [B,T,H]
-      tasks/<name>/generator.onnx    per task: input_ids, token_embeds, attention_mask -> prompts
+      encoder.onnx                   shared, the one backbone graph: token_embeds, masks and every
+                                     layer's prefix keys/values -> hidden [B,T,H]
+      encoder.int8.onnx              shared, optional: the same graph, quantized
+      tasks/<name>/generator.onnx    per task: input_ids, token_embeds, attention_mask -> prefix
       tasks/<name>/head.safetensors  per task: weight [C,H], bias [C]
 
-The export side (ipt_edge_export) writes bundles with these classes; the runtime reads them. A
-bundle may come from elsewhere, so reading trusts nothing: unknown versions are refused, every
-path must stay inside the folder, and each file's size and sha256 must match before it is opened.
+The graphs' inputs and outputs are in ipt_edge/graphs.py. The export side (ipt_edge_export)
+writes bundles with these classes; the runtime reads them. A bundle may come from elsewhere, so
+reading trusts nothing: other versions are refused, every path must stay inside the folder, and
+each file's size and sha256 must match before it is opened.
 """
 
 from __future__ import annotations
@@ -19,32 +22,26 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ipt_edge.atomic import write_text_atomic
+from ipt_edge.errors import BundleError
 
 FORMAT = "ipt-edge-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_MANIFEST_BYTES = 1 << 20
-# Generators whose prompts are per-layer attention keys/values (ipt_edge/graphs.py: PREFIX); they
-# take no positions, unlike the prepend kinds' prompts.
-PREFIX_GENERATORS = ("prefix", "mlp-prefix", "attn-prefix")
 # Upper bounds on the manifest's numbers: far above any real model, low enough that a hostile or
 # damaged manifest cannot make the runtime allocate absurd arrays (MemoryError) or overflow.
 LIMITS = {
-    "hidden_size": 1 << 16, "num_layers": 1 << 10, "vocab_size": 1 << 24, "max_positions": 1 << 20,
+    "hidden_size": 1 << 16, "num_layers": 1 << 10, "num_heads": 1 << 10, "vocab_size": 1 << 24, "max_positions": 1 << 20,
     "position_offset": 1 << 10, "parameters": 1 << 40, "prompt_length": 1 << 12,
     "max_length": 1 << 20, "tuned_parameters": 1 << 40, "size": 1 << 40, "rows": 1 << 40,
 }  # fmt: skip
 INT8_FIELDS = {"fp32_accuracy": float, "int8_accuracy": float, "rows": int, "file": str}
-
-
-class BundleError(ValueError):
-    """A bundle that cannot be used as it is; the message names the file or field."""
 
 
 @dataclass
@@ -60,6 +57,7 @@ class BackboneInfo:
     sha256: str  # of the source weights the graphs were exported from
     hidden_size: int
     num_layers: int
+    num_heads: int
     vocab_size: int
     max_positions: int
     position_offset: int  # RoBERTa: positions start after padding_idx
@@ -67,15 +65,24 @@ class BackboneInfo:
 
 
 @dataclass
+class EncoderInfo:
+    """The one backbone graph every task runs through."""
+
+    file: str  # encoder.onnx
+    int8_file: str  # encoder.int8.onnx, or "" when the bundle has no int8 encoder
+    fusions: dict  # ONNX Runtime fusions applied at export, e.g. {"Attention": 6, ...}
+
+
+@dataclass
 class TaskInfo:
-    generator: str  # static | lookup | mlp | ...
-    prompt_length: int  # P
-    deep: bool  # prompts reach every layer: layer_prompts [B, L, P, H], or a prefix kind
+    generator: str  # the generator family: prefix | lookup-prefix | mlp-prefix | ... (export/model.py)
+    prompt_length: int  # P: prefix keys/values per layer
+    prefix_from_layer: int  # layers below this one get no prefix
     pooling: str  # mean | cls, over the real tokens
     labels: list[str]  # display names, in logit order
     label_values: list[str]  # the same labels as written in the training data (e.g. "0", "1")
     text_pair: bool
-    max_length: int  # token budget of the text (a prepend kind's prompt positions come on top)
+    max_length: int  # token budget of the text
     tuned_parameters: int
     parity_max_abs_diff: float  # PyTorch vs ONNX Runtime logits, measured at export
     generator_file: str
@@ -83,28 +90,14 @@ class TaskInfo:
     int8: (
         dict  # {} or the int8 encoder's accuracy on a labelled file: fp32_accuracy, int8_accuracy, rows, file
     )
-    # Fields with a default are optional on read (bundles written before them lack them).
-    prefix_from_layer: int = 0  # prefix kinds: layers below this one get no prefix
-
-    @property
-    def positions(self) -> int:
-        """Positions a text of max_length tokens takes: prepend kinds' prompts come on top."""
-        return self.max_length + (0 if self.generator in PREFIX_GENERATORS else self.prompt_length)
 
 
 @dataclass
 class Manifest:
     backbone: BackboneInfo
+    encoder: EncoderInfo
     tokenizer_file: str = "tokenizer.json"
     embed_file: str = "embed.onnx"
-    encoder_file: str = "encoder.onnx"  # prepend kinds; "" when no task of the bundle needs it
-    encoder_int8_file: str = ""  # "" when the bundle has no int8 encoder
-    encoder_fusions: dict = field(default_factory=dict)  # ONNX Runtime fusions applied at export
-    # Optional on read (bundles of the first version lack them): the prefix kinds' encoder, "" until
-    # a prefix task is added, and its fusions.
-    encoder_prefix_file: str = ""
-    encoder_prefix_fusions: dict = field(default_factory=dict)
-    encoder_prefix_int8_file: str = ""  # optional on read too: the prefix encoder, quantized
     tasks: dict[str, TaskInfo] = field(default_factory=dict)
     files: dict[str, FileRecord] = field(default_factory=dict)
     format: str = FORMAT
@@ -116,8 +109,8 @@ class Manifest:
         return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
     def shared_files(self) -> list[str]:
-        files = [self.tokenizer_file, self.embed_file, self.encoder_file, self.encoder_int8_file]
-        return [f for f in [*files, self.encoder_prefix_file, self.encoder_prefix_int8_file] if f]
+        files = [self.tokenizer_file, self.embed_file, self.encoder.file, self.encoder.int8_file]
+        return [f for f in files if f]
 
     def task(self, name: str | None) -> tuple[str, TaskInfo]:
         """The task called `name`; with None, the only task (an error if there are several)."""
@@ -156,15 +149,11 @@ def _field(data: dict, key: str, kind: type | tuple[type, ...], where: str) -> A
     return value
 
 
-def _fields_of(
-    kinds: dict[str, Any], data: Any, where: str, optional: frozenset[str] = frozenset()
-) -> dict[str, Any]:
+def _fields_of(kinds: dict[str, Any], data: Any, where: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BundleError(f"{MANIFEST}: {where.rstrip('.')} should be an object")
     values = {}
     for name, kind in kinds.items():
-        if name in optional and name not in data:
-            continue  # an optional field, absent from an older bundle
         values[name] = _field(data, name, list if kind == "list[str]" else kind, where)
         if kind == "list[str]" and not all(isinstance(v, str) for v in values[name]):
             raise BundleError(f"{MANIFEST}: field {where}{name} should be a list of strings")
@@ -172,12 +161,9 @@ def _fields_of(
 
 
 def _fields(cls: type, data: Any, where: str) -> Any:
+    """Every field of the dataclass `cls`, each required and checked, from the object `data`."""
     types = {"str": str, "int": int, "bool": bool, "float": float, "list[str]": "list[str]", "dict": dict}
-    optional = frozenset(
-        f.name for f in fields(cls) if f.default is not MISSING or f.default_factory is not MISSING
-    )
-    kinds = {n: types[a] for n, a in cls.__annotations__.items()}
-    return cls(**_fields_of(kinds, data, where, optional))
+    return cls(**_fields_of({n: types[a] for n, a in cls.__annotations__.items()}, data, where))
 
 
 def check_relative_path(path: str, where: str) -> str:
@@ -203,6 +189,12 @@ def parse_manifest(text: str) -> Manifest:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise BundleError(f"{MANIFEST}: not an ipt-edge bundle (format should be {FORMAT!r})")
     version = data.get("format_version")
+    if version == 1:
+        raise BundleError(
+            f"{MANIFEST}: format_version 1, from an older ipt-edge (two encoder graphs, prepended prompts); "
+            f"this ipt-edge reads version {FORMAT_VERSION}. Re-export each task from its checkpoint into a "
+            "new bundle: ipt-edge export CHECKPOINT -o NEW_BUNDLE --task NAME"
+        )
     if version != FORMAT_VERSION:
         raise BundleError(
             f"{MANIFEST}: format_version {version!r} is not understood by this ipt-edge, which reads "
@@ -225,28 +217,24 @@ def parse_manifest(text: str) -> Manifest:
             raise BundleError(f"{MANIFEST}: task {name!r} needs 2+ labels, one value per label, and a prompt")
         if info.max_length < 1:
             raise BundleError(f"{MANIFEST}: task {name!r} needs max_length >= 1")
-        needed = info.positions + backbone.position_offset
+        needed = info.max_length + backbone.position_offset  # the prefix takes no positions
         if needed > backbone.max_positions:
             raise BundleError(
                 f"{MANIFEST}: task {name!r} needs {needed} positions (max_length {info.max_length}, "
-                f"{info.positions - info.max_length} prompt positions, offset {backbone.position_offset}), "
-                f"but the backbone has {backbone.max_positions}"
+                f"offset {backbone.position_offset}), but the backbone has {backbone.max_positions}"
             )
         if info.int8:
             _fields_of(INT8_FIELDS, info.int8, f"tasks.{name}.int8.")
     if backbone.hidden_size < 1 or backbone.num_layers < 1 or backbone.parameters < 1:
         raise BundleError(f"{MANIFEST}: backbone needs hidden_size, num_layers and parameters >= 1")
-    manifest = Manifest(backbone=backbone, tasks=tasks, files=files)
-    for key in ("tokenizer_file", "embed_file", "encoder_file", "encoder_int8_file"):
-        setattr(manifest, key, _field(data, key, str, ""))
-    manifest.encoder_fusions = _field(data, "encoder_fusions", dict, "")
-    for key, kind in (
-        ("encoder_prefix_file", str),
-        ("encoder_prefix_fusions", dict),
-        ("encoder_prefix_int8_file", str),
-    ):
-        if key in data:  # optional: absent from bundles without prefix tasks written before them
-            setattr(manifest, key, _field(data, key, kind, ""))
+    if backbone.num_heads < 1 or backbone.hidden_size % backbone.num_heads:
+        raise BundleError(f"{MANIFEST}: backbone.num_heads must divide hidden_size {backbone.hidden_size}")
+    encoder = _fields(EncoderInfo, _field(data, "encoder", dict, ""), "encoder.")
+    if not encoder.file:
+        raise BundleError(f"{MANIFEST}: encoder.file is empty; every bundle has its backbone graph")
+    manifest = Manifest(backbone=backbone, encoder=encoder, tasks=tasks, files=files)
+    manifest.tokenizer_file = _field(data, "tokenizer_file", str, "")
+    manifest.embed_file = _field(data, "embed_file", str, "")
     for name, info in tasks.items():
         if info.prefix_from_layer < 0 or info.prefix_from_layer >= backbone.num_layers:
             raise BundleError(
