@@ -196,6 +196,12 @@ def optimize_encoder(path: Path, hf_config) -> dict[str, int]:
         hidden_size=hf_config.hidden_size,
         optimization_options=options,
     )
+    # The optimizer stamps every opset domain it knows (ai.onnx.ml 5, ...), and an older ONNX
+    # Runtime refuses a model that names a domain version it does not have: keep those used.
+    used = {node.domain for node in fused.model.graph.node} | {""}
+    kept = [opset for opset in fused.model.opset_import if opset.domain in used]
+    del fused.model.opset_import[:]
+    fused.model.opset_import.extend(kept)
     fused.save_model_to_file(str(path))
     return {op: n for op, n in fused.get_fused_operator_statistics().items() if n}
 
