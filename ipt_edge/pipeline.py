@@ -79,18 +79,19 @@ class Bundle:
         self.manifest = manifest
         self.providers = resolve_providers(providers)
         self.precision = precision
+        self.threads = threads  # every session's: the small ones' pools do not spin (sessions.py)
         # Pads every batch (any task's token budget: padding needs only the pad token), and is the
         # tokenizer each budget's TextEncoder copies.
         self._padder = _padder(self._read(manifest.tokenizer_file), manifest.tokenizer_file)
         backbone = manifest.backbone
-        self.embed = self._session(manifest.embed_file, small=True)
+        self.embed = self._session(manifest.embed_file, small=True)  # [B, T] ids -> [B, T, H]
         graphs.check_session(
             self.embed, graphs.EMBED, manifest.embed_file, dims={"hidden": backbone.hidden_size}
         )
         file = manifest.encoder.int8_file if precision == "int8" else manifest.encoder.file
         if not file:
             raise BundleError(f"{self.bundle_dir} has no int8 encoder; export with --quantize int8")
-        self.encoder = self._session(file, threads=threads)  # the backbone, shared by every task
+        self.encoder = self._session(file)  # the backbone, shared by every task
         dims = {"hidden": backbone.hidden_size, "layers": backbone.num_layers, "heads": backbone.num_heads,
                 "head_dim": backbone.hidden_size // backbone.num_heads}  # fmt: skip
         graphs.check_session(self.encoder, graphs.ENCODER, file, dims=dims)
@@ -117,8 +118,8 @@ class Bundle:
         """Every file is read once, checked (size, sha256) and used from those same bytes."""
         return verified_bytes(self.bundle_dir, self.manifest, file)
 
-    def _session(self, file: str, threads: int | None = None, small: bool = False):
-        return create_session(self._read(file), file, self.providers, threads, small)
+    def _session(self, file: str, small: bool = False):
+        return create_session(self._read(file), file, self.providers, self.threads, small)
 
     @property
     def tasks(self) -> list[str]:
@@ -214,17 +215,26 @@ class Bundle:
         backbone = self.manifest.backbone
         heads = backbone.num_heads
         longest = max(task.info.prompt_length for task in tasks)
-        shape = (len(tasks), backbone.num_layers, heads, longest, backbone.hidden_size // heads)
-        prefix_keys = np.zeros(shape, dtype=np.float32)  # [B, L, heads, P, head_dim]
-        prefix_values = np.zeros(shape, dtype=np.float32)
-        prefix_mask = np.zeros((len(tasks), backbone.num_layers, longest), dtype=np.int64)  # [B, L, P]
-        for name, rows in rows_of.items():
-            task = by_name[name]
-            p = task.info.prompt_length
-            keys, values = task.prefix(batch.input_ids[rows], token_embeds[rows], batch.attention_mask[rows])
-            prefix_keys[rows, :, :, :p] = keys
-            prefix_values[rows, :, :, :p] = values
-            prefix_mask[rows, :, :p] = task.prefix_mask
+        if len(rows_of) == 1:  # one task: its generator's outputs go to the backbone as they are
+            (task,) = by_name.values()
+            prefix_keys, prefix_values = task.prefix(batch.input_ids, token_embeds, batch.attention_mask)
+            prefix_mask = np.ascontiguousarray(
+                np.broadcast_to(task.prefix_mask, (len(tasks), *task.prefix_mask.shape))
+            )
+        else:  # each task's prefix in its rows, padded to the longest P and masked beyond its own
+            shape = (len(tasks), backbone.num_layers, heads, longest, backbone.hidden_size // heads)
+            prefix_keys = np.zeros(shape, dtype=np.float32)  # [B, L, heads, P, head_dim]
+            prefix_values = np.zeros(shape, dtype=np.float32)
+            prefix_mask = np.zeros((len(tasks), backbone.num_layers, longest), dtype=np.int64)  # [B, L, P]
+            for name, rows in rows_of.items():
+                task = by_name[name]
+                p = task.info.prompt_length
+                keys, values = task.prefix(
+                    batch.input_ids[rows], token_embeds[rows], batch.attention_mask[rows]
+                )
+                prefix_keys[rows, :, :, :p] = keys
+                prefix_values[rows, :, :, :p] = values
+                prefix_mask[rows, :, :p] = task.prefix_mask
         feeds = {
             "token_embeds": token_embeds,
             "attention_mask": batch.attention_mask,

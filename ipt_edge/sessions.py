@@ -9,6 +9,7 @@ import atexit
 import os
 import shutil
 import tempfile
+import threading
 
 import onnxruntime as ort
 
@@ -82,17 +83,37 @@ def _empty_folder() -> str:
     return _no_external_data
 
 
+_shared_arena_lock = threading.Lock()
+_shared_arena = False
+
+
+def _use_shared_arena(options: ort.SessionOptions) -> None:
+    """Let a session take CPU memory from one arena shared by the process (ONNX Runtime's
+    environment allocator, registered on first use), not an arena of its own."""
+    global _shared_arena
+    with _shared_arena_lock:
+        if not _shared_arena:
+            memory = ort.OrtMemoryInfo(
+                "Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT
+            )
+            ort.create_and_register_allocator(memory, ort.OrtArenaCfg(0, -1, -1, -1))  # ORT's defaults
+            _shared_arena = True
+    options.add_session_config_entry("session.use_env_allocators", "1")
+
+
 def create_session(
     model: bytes, name: str, providers: list[str], threads: int | None = None, small: bool = False
 ) -> ort.InferenceSession:
     """A session for the graph `model` (its bytes, already checked); `name` is for messages.
 
-    small: a tiny graph (the embedding gather, a task's generator) runs on the calling thread (a
-    pool of its own would spin and take cores from the backbone; docs/performance.md) and without
-    a memory arena of its own, so an extra task costs its weights, not an arena sized for a batch."""
-    options = session_options(1 if small else threads)
+    small: a tiny graph run between backbone calls (the embedding gather, a task's generator). Its
+    thread pool does not spin while idle (a spinning pool takes cores from the backbone; docs/
+    performance.md), and its memory comes from one arena shared by every small session, so an
+    extra task costs about its weights (an arena of its own held ~6 MB per task once it had run)."""
+    options = session_options(threads)
     if small:
-        options.enable_cpu_mem_arena = False
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        _use_shared_arena(options)
     options.add_session_config_entry("session.model_external_initializers_file_folder_path", _empty_folder())
     try:
         session = ort.InferenceSession(model, sess_options=options, providers=providers)

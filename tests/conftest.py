@@ -98,8 +98,7 @@ def checkpoints(tiny_backbone, sentiment_files, tmp_path_factory) -> dict[str, P
     folder = tmp_path_factory.mktemp("checkpoints")
     train, dev = sentiment_files
     made = {
-        kind: train_checkpoint(tiny_backbone, train, dev, folder / kind, generator=kind)
-        for kind in KINDS
+        kind: train_checkpoint(tiny_backbone, train, dev, folder / kind, generator=kind) for kind in KINDS
     }
     made["mlp-prefix@1"] = train_checkpoint(
         tiny_backbone, train, dev, folder / "mlp-prefix-1", generator="mlp-prefix", prefix_from_layer=1

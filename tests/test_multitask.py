@@ -144,16 +144,19 @@ def test_a_bundle_opens_one_backbone_session_whatever_tasks_it_runs(multi, monke
 
 
 def test_each_tasks_generator_session_is_small(multi):
-    # A task's generator (and the embedding) runs on the calling thread with no memory arena of
-    # its own: an extra task costs its weights, not an arena sized for a batch. The backbone keeps
-    # ONNX Runtime's arena and thread pool.
-    bundle = Bundle.load(multi)
-    for name in TASKS:
-        options = bundle.task(name).generator.get_session_options()
-        assert (options.enable_cpu_mem_arena, options.intra_op_num_threads) == (False, 1), name
-    options = bundle.embed.get_session_options()
-    assert (options.enable_cpu_mem_arena, options.intra_op_num_threads) == (False, 1)
-    assert bundle.encoder.get_session_options().enable_cpu_mem_arena is True
+    # A task's generator (and the embedding) takes its memory from one arena shared by the process,
+    # not an arena of its own (an extra task then costs its weights), and its thread pool does not
+    # spin while idle (it would take cores from the backbone). The backbone keeps its own of both.
+    bundle = Bundle.load(multi, threads=2)
+    small = [bundle.task(name).generator for name in TASKS] + [bundle.embed]
+    for session in small:
+        entries = session.get_session_options().get_session_config_entry
+        assert entries("session.use_env_allocators") == "1"
+        assert entries("session.intra_op.allow_spinning") == "0"
+        assert session.get_session_options().intra_op_num_threads == 2
+    entries = bundle.encoder.get_session_options().get_session_config_entry
+    with pytest.raises(RuntimeError):  # no such entry: ONNX Runtime's defaults (own arena, spinning)
+        entries("session.use_env_allocators")
 
 
 def test_tasks_of_every_family_and_prompt_length_share_one_backbone_call_per_batch(multi):
