@@ -16,8 +16,6 @@ import zipfile
 from email.parser import Parser
 from pathlib import Path
 
-import tomllib
-
 ROOT = Path(__file__).resolve().parent.parent
 # Source folder -> the import package it installs as.
 PACKAGES = {"ipt_edge": "ipt_edge", "export": "ipt_edge_export"}
@@ -68,20 +66,22 @@ def requirements(metadata) -> dict[str, set[str]]:
     return required
 
 
-def lowest_pins_match_the_bounds() -> list[str]:
-    """.ci/lowest.txt must pin exactly the lower bounds pyproject.toml declares (runtime, parquet)."""
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+def lowest_pins_match_the_bounds(metadata) -> list[str]:
+    """.ci/lowest.txt must pin exactly the lower bounds the wheel declares (runtime, parquet)."""
     bounds = {}
-    for line in project["dependencies"] + project["optional-dependencies"]["parquet"]:
-        name, low = re.match(r"([A-Za-z0-9._-]+)>=([0-9.]+)", line).groups()
-        bounds[normalized(name)] = low
+    for line in metadata.get_all("Requires-Dist") or []:
+        found = re.match(
+            r"""([A-Za-z0-9._-]+)\s*>=\s*([0-9.]+)\s*(?:;\s*extra\s*==\s*["'](\w+)["'])?$""", line
+        )
+        if found and found.group(3) in (None, "parquet"):
+            bounds[normalized(found.group(1))] = found.group(2)
     pins = {}
     for line in (ROOT / ".ci/lowest.txt").read_text().splitlines():
         if line.strip() and not line.startswith("#"):
             name, version = line.split("==")
             pins[normalized(name)] = version.strip()
     return [
-        f".ci/lowest.txt pins {name}=={pins.get(name)}, pyproject.toml declares >={low}"
+        f".ci/lowest.txt pins {name}=={pins.get(name)}, the wheel declares >={low}"
         for name, low in bounds.items()
         if name not in pins or release(pins[name]) != release(low)
     ]
@@ -94,7 +94,7 @@ def release(version: str) -> tuple[int, ...]:
 
 
 def main(dist: Path) -> list[str]:
-    problems = lowest_pins_match_the_bounds()
+    problems = []
     wheels, sdists = sorted(dist.glob("*.whl")), sorted(dist.glob("*.tar.gz"))
     if len(wheels) != 1 or len(sdists) != 1:
         return [f"{dist}: expected one wheel and one sdist, found {[p.name for p in dist.iterdir()]}"]
@@ -104,6 +104,7 @@ def main(dist: Path) -> list[str]:
         info = next(n.split("/")[0] for n in names if n.endswith(".dist-info/METADATA"))
         metadata = Parser().parsestr(wheel.read(f"{info}/METADATA").decode())
         licenses = {n for n in names if n.startswith(f"{info}/licenses/")}
+    problems += lowest_pins_match_the_bounds(metadata)
     with tarfile.open(sdists[0]) as sdist:
         in_sdist = {"/".join(n.split("/")[1:]) for n in sdist.getnames()}
 

@@ -211,13 +211,22 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
             f"{CHECKPOINT_VERSION} (retrain an older checkpoint with `ipt-edge train`)"
         )
     for key, inner in (("ipt", ()), ("backbone", ("name", "source", "sha256")), ("samples", ())):
-        if key not in meta or any(k not in meta[key] for k in inner):
+        if (
+            key not in meta
+            or (inner and not isinstance(meta[key], dict))
+            or any(k not in meta[key] for k in inner)
+        ):
             raise CheckpointError(
                 f"{config_file}: missing field {key} (with {', '.join(inner) or 'its contents'})"
             )
     if not isinstance(ipt, dict):
         raise CheckpointError(f"{config_file}: field ipt should be an object (IPTConfig's fields)")
-    weights = load_file(weights_file)
+    try:
+        weights = load_file(weights_file)
+    except Exception as error:  # safetensors raises its own SafetensorError
+        raise CheckpointError(
+            f"{weights_file}: not a readable safetensors file ({str(error)[:200]})"
+        ) from None
     try:
         config = IPTConfig(**meta["ipt"])
     except (TypeError, ValueError) as error:

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ipt_edge.manifest import POOLINGS
+
 # The generator families (`ipt-edge train --generator`). Every one emits per-layer prefix keys and
 # values: `prefix` the same for every input, the others also an instance part computed from it.
 GENERATORS = ("prefix", "lookup-prefix", "mlp-prefix", "lstm-prefix", "cnn-prefix", "attn-prefix")
@@ -33,7 +35,6 @@ REMOVED_GENERATORS = {
     "mlp-deep": "mlp-prefix", "lstm": "lstm-prefix", "lstm-deep": "lstm-prefix", "cnn": "cnn-prefix",
     "cnn-deep": "cnn-prefix",
 }  # fmt: skip
-POOLINGS = ("mean", "cls")
 
 
 def check_generator(generator: str) -> None:

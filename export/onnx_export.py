@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -248,7 +249,9 @@ def export_shared(backbone: Backbone, folder: Path) -> None:
     shutil.copyfile(backbone.tokenizer_path, folder / "tokenizer.json")
 
 
-def export_encoder(backbone: Backbone, path: Path, optimize: bool = True) -> dict[str, int]:
+def export_encoder(
+    backbone: Backbone, path: Path, optimize: bool = True, log: Callable[[str], None] = print
+) -> dict[str, int]:
     """The bundle's one backbone graph (graphs.ENCODER), which every task runs through. Returns the
     fused operator counts (empty when it is not fused).
 
@@ -276,6 +279,10 @@ def export_encoder(backbone: Backbone, path: Path, optimize: bool = True) -> dic
         if fusions.get("Attention") == layers:
             feed_prefix_through_past(path, layers, heads, hidden // heads)
             return fusions
+        log(
+            f"ONNX Runtime fused attention in {fusions.get('Attention', 0)} of {layers} layers: the backbone "
+            "graph is written unfused (the same inputs and outputs, slower)"
+        )
     prefix = (batch, layers, heads, prompt, hidden // heads)
     mask = torch.ones(batch, layers, prompt, dtype=torch.int64)
     mask[:, 0] = 0  # some layers without a prefix, as a task with prefix_from_layer > 0 gives
@@ -422,7 +429,7 @@ def export_checkpoint(
     stage = temp_dir_beside(bundle_dir)
     try:
         export_shared(source, stage)
-        fusions = export_encoder(source, stage / graphs.ENCODER_FILE, optimize)
+        fusions = export_encoder(source, stage / graphs.ENCODER_FILE, optimize, log)
         if fusions:
             log(f"fused the encoder: {fusions}")
         encoder = EncoderInfo(file=graphs.ENCODER_FILE, int8_file="", fusions=fusions)

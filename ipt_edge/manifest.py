@@ -41,6 +41,7 @@ LIMITS = {
     "position_offset": 1 << 10, "parameters": 1 << 40, "prompt_length": 1 << 12,
     "max_length": 1 << 20, "tuned_parameters": 1 << 40, "size": 1 << 40, "rows": 1 << 40,
 }  # fmt: skip
+POOLINGS = ("mean", "cls")  # over the real tokens, or the first token (the export side reads it here)
 INT8_FIELDS = {"fp32_accuracy": float, "int8_accuracy": float, "rows": int, "file": str}
 
 
@@ -87,9 +88,8 @@ class TaskInfo:
     parity_max_abs_diff: float  # PyTorch vs ONNX Runtime logits, measured at export
     generator_file: str
     head_file: str
-    int8: (
-        dict  # {} or the int8 encoder's accuracy on a labelled file: fp32_accuracy, int8_accuracy, rows, file
-    )
+    # {} or the int8 encoder's accuracy on a labelled file: fp32_accuracy, int8_accuracy, rows, file
+    int8: dict
 
 
 @dataclass
@@ -215,6 +215,13 @@ def parse_manifest(text: str) -> Manifest:
         info = tasks[name]
         if len(info.labels) < 2 or len(info.label_values) != len(info.labels) or info.prompt_length < 1:
             raise BundleError(f"{MANIFEST}: task {name!r} needs 2+ labels, one value per label, and a prompt")
+        for field_name, values in (("labels", info.labels), ("label_values", info.label_values)):
+            if len(set(values)) != len(values):  # each names one column of the output
+                raise BundleError(f"{MANIFEST}: tasks.{name}.{field_name} repeats a name: {values}")
+        if info.pooling not in POOLINGS:
+            raise BundleError(
+                f"{MANIFEST}: tasks.{name}.pooling should be one of {POOLINGS}, got {info.pooling!r}"
+            )
         if info.max_length < 1:
             raise BundleError(f"{MANIFEST}: task {name!r} needs max_length >= 1")
         needed = info.max_length + backbone.position_offset  # the prefix takes no positions
@@ -232,6 +239,11 @@ def parse_manifest(text: str) -> Manifest:
     encoder = _fields(EncoderInfo, _field(data, "encoder", dict, ""), "encoder.")
     if not encoder.file:
         raise BundleError(f"{MANIFEST}: encoder.file is empty; every bundle has its backbone graph")
+    for name, info in tasks.items():
+        if info.int8 and not encoder.int8_file:
+            raise BundleError(
+                f"{MANIFEST}: tasks.{name}.int8 measures an int8 encoder the bundle does not have"
+            )
     manifest = Manifest(backbone=backbone, encoder=encoder, tasks=tasks, files=files)
     manifest.tokenizer_file = _field(data, "tokenizer_file", str, "")
     manifest.embed_file = _field(data, "embed_file", str, "")

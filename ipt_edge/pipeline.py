@@ -184,7 +184,7 @@ class Bundle:
         for index, task in enumerate(row_tasks):
             budgets.setdefault(task.info.max_length, []).append(index)
         for max_length, rows in budgets.items():
-            tokenized = self.text_encoder(max_length).tokenize([checked[i] for i in rows])
+            tokenized = self.text_encoder(max_length).tokenize([checked[i] for i in rows], rows)
             for row, encoding in zip(rows, tokenized, strict=True):
                 encodings[row] = encoding
         logits: list = [None] * len(texts)

@@ -9,6 +9,7 @@ since a bar drawn to a file shows nothing until the command ends.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -18,11 +19,16 @@ DEFAULT_SECONDS = 30.0
 
 
 def _seconds_between_lines() -> float:
-    value = os.environ.get("IPT_EDGE_PROGRESS_SECONDS", "")
+    value = os.environ.get("IPT_EDGE_PROGRESS_SECONDS", "").strip()
+    if not value:
+        return DEFAULT_SECONDS
     try:
-        return float(value) if value else DEFAULT_SECONDS
+        seconds = float(value)
     except ValueError:
-        raise ValueError(f"IPT_EDGE_PROGRESS_SECONDS must be a number of seconds, got {value!r}") from None
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"IPT_EDGE_PROGRESS_SECONDS must be a number of seconds >= 0, got {value!r}")
+    return seconds
 
 
 def _duration(seconds: float) -> str:

@@ -546,6 +546,7 @@ class AtomicTableWriter:
         self.format = fmt or detect_format(self.path)
         self.columns = columns
         self._rows = 0  # data rows written, for error messages
+        self._parquet: Any = None  # the Parquet writer, once made
         if self.path.is_dir():
             raise TableError(f"{self.path}: is a folder; -o needs a file name")
         try:
@@ -691,7 +692,7 @@ class AtomicTableWriter:
         self._file.close()
 
     def abort(self) -> None:
-        if self.format == "parquet" and hasattr(self, "_parquet"):
+        if self._parquet is not None:
             with contextlib.suppress(Exception):  # already closed, or failed half-way: the file goes
                 self._parquet.close()
         self._file.close()

@@ -222,9 +222,11 @@ class TextEncoder:
         self._counter: Tokenizer | None = None  # untruncated twin, made on first need
         self._reducer: _Reducer | None = None  # made on the first long text
 
-    def tokenize(self, texts: Sequence[Text]) -> list[Encoding]:
-        """Unpadded encodings; raises on an empty or non-string text, naming its index."""
-        for index, text in enumerate(texts):
+    def tokenize(self, texts: Sequence[Text], numbers: Sequence[int] | None = None) -> list[Encoding]:
+        """Unpadded encodings; raises on an empty or non-string text, naming it "text N" (N: its
+        index, or numbers[index] when the texts are some rows of a larger call)."""
+        for position, text in enumerate(texts):
+            index = numbers[position] if numbers is not None else position
             parts = text if isinstance(text, tuple) else (text,)
             for part in parts:
                 if not isinstance(part, str):

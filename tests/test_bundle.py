@@ -300,3 +300,21 @@ def test_an_encoder_unlike_the_manifests_backbone_is_refused(copy, backbone, mes
     edit_manifest(copy, lambda d: d["backbone"].update(backbone))
     with pytest.raises(BundleError, match=r"encoder.onnx: " + re.escape(message)):
         Bundle.load(copy)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda t: t.update(labels=["x", "x"]), r"tasks.sentiment.labels repeats a name"),
+        (lambda t: t.update(label_values=["1", "1"]), r"tasks.sentiment.label_values repeats a name"),
+        (lambda t: t.update(pooling="max"), r"tasks.sentiment.pooling should be one of \('mean', 'cls'\)"),
+        (
+            lambda t: t.update(int8={"fp32_accuracy": 0.9, "int8_accuracy": 0.9, "rows": 10, "file": "x"}),
+            r"tasks.sentiment.int8 measures an int8 encoder the bundle does not have",
+        ),
+    ],
+)
+def test_task_fields_that_would_give_wrong_output_are_refused(copy, change, message):
+    edit_manifest(copy, lambda d: change(d["tasks"]["sentiment"]))
+    with pytest.raises(BundleError, match=message):
+        read_manifest(copy)

@@ -61,3 +61,11 @@ def test_an_unknown_checkpoint_version_is_refused(checkpoints, tmp_path):
         CheckpointError, match=r"version 7; this version reads 'ipt-edge-checkpoint' version 2"
     ):
         read_checkpoint(old)
+
+
+def test_damaged_checkpoint_weights_are_refused_naming_the_file(checkpoints, tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(checkpoints["prefix"], old)
+    (old / "weights.safetensors").write_bytes(b"\x00" * 100)
+    with pytest.raises(CheckpointError, match=r"weights.safetensors: not a readable safetensors file"):
+        read_checkpoint(old)

@@ -388,3 +388,14 @@ def test_score_task_column_with_an_unknown_task_names_the_line(multi, tmp_path):
     assert result.exit_code == 2
     assert "in.tsv:3: no task 'topic' in the bundle" in result.output
     assert not (tmp_path / "out.tsv").exists()
+
+
+def test_an_empty_text_is_named_by_its_row_whatever_its_tasks_budget(multi, tmp_path):
+    # Rows are tokenized grouped by their task's token budget; the message still names the row.
+    copy = tmp_path / "bundle"
+    shutil.copytree(multi, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["tasks"]["cnn5"]["max_length"] = 32  # attn4 keeps 64
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=r"^text 3 is empty$"):
+        Bundle.load(copy).run(["good", "fine", "ok", "  "], ["attn4", "cnn5", "attn4", "cnn5"])

@@ -61,7 +61,9 @@ def test_on_a_terminal_the_bar_draws_instead_of_lines(monkeypatch):
 
 def test_an_interval_that_is_not_a_number_is_named(monkeypatch):
     monkeypatch.setenv("IPT_EDGE_PROGRESS_SECONDS", "soon")
-    with pytest.raises(ValueError, match="IPT_EDGE_PROGRESS_SECONDS must be a number of seconds, got 'soon'"):
+    with pytest.raises(
+        ValueError, match=r"IPT_EDGE_PROGRESS_SECONDS must be a number of seconds >= 0, got .soon."
+    ):
         Progress("scoring")
 
 
@@ -98,3 +100,19 @@ def test_train_logs_rows_rate_eta_and_loss_when_stderr_is_a_file(tiny_backbone, 
     assert re.fullmatch(
         r"training: 96 rows, 3/3 steps \(100%\), [\d,.]+ rows/s, ETA 0m00s, loss \d\.\d{4}", lines[-1]
     )
+
+
+@pytest.mark.parametrize("value", ["soon", "nan", "-1"])
+def test_score_with_a_bad_progress_interval_exits_2_naming_it(bundle, tmp_path, monkeypatch, value):
+    from typer.testing import CliRunner
+
+    from ipt_edge.cli import app
+
+    monkeypatch.setenv("IPT_EDGE_PROGRESS_SECONDS", value)
+    source = write_tsv(tmp_path / "in.tsv", ["text", "label"], sentiment_rows(3, seed=3))
+    result = CliRunner().invoke(
+        app, ["score", str(source), "-o", str(tmp_path / "out.tsv"), "-b", str(bundle)]
+    )
+    assert result.exit_code == 2
+    assert "IPT_EDGE_PROGRESS_SECONDS must be a number of seconds >= 0" in result.output
+    assert not (tmp_path / "out.tsv").exists()

@@ -134,6 +134,7 @@ def test_engine_ray_parquet_output_equals_local(cluster, bundle, tmp_path):
 def test_engine_ray_on_its_own_local_cluster_prints_no_warnings(bundle, tmp_path):
     source = write_tsv(tmp_path / "in.tsv", ["text"], [(t,) for t, _ in sentiment_rows(40, seed=34)])
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env["IPT_EDGE_PROGRESS_SECONDS"] = "3600"  # no progress line (one every 30 s without a terminal)
     result = subprocess.run([*CLI, "score", str(source), "-o", str(tmp_path / "out.tsv"), "-b", str(bundle),
                              "--engine", "ray", "--workers", "2", "--chunk-rows", "5"], capture_output=True, text=True, env=env,
                             timeout=300)  # fmt: skip

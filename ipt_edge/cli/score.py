@@ -137,6 +137,11 @@ def score(
         )
     if task_column and (task or all_tasks):
         fail("--task-column scores each row with its own task; leave out --task and --all-tasks")
+    try:  # a bar on a terminal, a line every 30 s in a log; Parquet input counts rows, the others bytes
+        parquet_in = input_file.is_dir() or input_file.suffix.lower() in (".parquet", ".pq")
+        progress = Progress("scoring", unit="rows" if parquet_in else "bytes")
+    except ValueError as error:
+        fail(str(error))
     loaded, classifiers = open_bundle(
         bundle, task, all_tasks or bool(task_column), provider, threads, precision
     )
@@ -169,9 +174,6 @@ def score(
             fail(str(error))
     else:
         scorer = Scorer(loaded, outputs, {c.task_name: c.label_index for c in classifiers}, batch_size)
-    parquet_in = input_file.is_dir() or input_file.suffix.lower() in (".parquet", ".pq")
-    # A bar on a terminal, a line every 30 s in a log; Parquet input counts rows, the others bytes.
-    progress = Progress("scoring", unit="rows" if parquet_in else "bytes")
 
     def on_progress(rows: int, done: int, total: int) -> None:
         progress.update(done, total=total, rows=rows)
