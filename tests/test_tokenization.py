@@ -17,10 +17,11 @@ import string
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from tokenizers import AddedToken, Tokenizer, normalizers, pre_tokenizers, processors
-from tokenizers.models import WordPiece
+from tokenizers import AddedToken, Tokenizer, normalizers, pre_tokenizers
 
 from ipt_edge.tokenization import TextEncoder, _Reducer
+
+from .tiny import wordpiece_tokenizer
 
 settings.register_profile("ci", max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile(
@@ -35,19 +36,9 @@ PUNCTUATION = list(".,!?'+/=-[]")
 
 
 def bert_tokenizer(max_word: int = 100, madeup: bool = False) -> Tokenizer:
-    """BERT-style: BertNormalizer (cleans, lowercases, strips accents, spaces out CJK),
-    BertPreTokenizer, WordPiece; [CLS] ... [SEP] (pairs: ... [SEP] ... [SEP])."""
+    """tiny.py's BERT-style tokenizer over this file's vocabulary, with BERT's special tokens added."""
     vocab = SPECIALS + WORDS + CHARS + ["##" + c for c in CHARS] + PUNCTUATION + ["中", "文", "madeup7"]
-    tokenizer = Tokenizer(
-        WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]", max_input_chars_per_word=max_word)
-    )
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", 2), ("[SEP]", 3)],
-    )
+    tokenizer = wordpiece_tokenizer(vocab, max_input_chars_per_word=max_word)
     # As in real tokenizer.json files: matched in the raw text, before normalizing.
     tokenizer.add_special_tokens([AddedToken(t, normalized=False) for t in SPECIALS])
     if madeup:  # an added token made of letters and digits, which can split a word

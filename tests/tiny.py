@@ -35,22 +35,37 @@ MULTI_TASKS = {
 }
 
 
-def write_tokenizer(path: Path) -> list[str]:
-    from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
+def wordpiece_tokenizer(vocab: list[str], max_input_chars_per_word: int = 100):
+    """A BERT-style tokenizer over `vocab`: BertNormalizer (cleans, lowercases, strips accents,
+    spaces out CJK), BertPreTokenizer, WordPiece; [CLS] ... [SEP] (pairs: ... [SEP] ... [SEP])."""
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
     from tokenizers.models import WordPiece
 
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    letters = list("abcdefghijklmnopqrstuvwxyz") + ["##" + c for c in "abcdefghijklmnopqrstuvwxyz"]
-    words = [w for w in POSITIVE + NEGATIVE + FILLER if w not in letters]
-    vocab = specials + words + letters + list(".,!?'")
-    tokenizer = Tokenizer(WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
+    tokenizer = Tokenizer(
+        WordPiece(
+            {t: i for i, t in enumerate(vocab)},
+            unk_token="[UNK]",
+            max_input_chars_per_word=max_input_chars_per_word,
+        )
+    )
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
         pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", 2), ("[SEP]", 3)],
+        special_tokens=[("[CLS]", vocab.index("[CLS]")), ("[SEP]", vocab.index("[SEP]"))],
     )
+    return tokenizer
+
+
+def write_tokenizer(path: Path) -> list[str]:
+    from tokenizers import decoders
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    letters = list("abcdefghijklmnopqrstuvwxyz") + ["##" + c for c in "abcdefghijklmnopqrstuvwxyz"]
+    words = [w for w in POSITIVE + NEGATIVE + FILLER if w not in letters]
+    vocab = specials + words + letters + list(".,!?'")
+    tokenizer = wordpiece_tokenizer(vocab)
     tokenizer.decoder = decoders.WordPiece()
     tokenizer.save(str(path))
     return vocab
