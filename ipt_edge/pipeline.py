@@ -212,9 +212,6 @@ class Bundle:
         for row, task in enumerate(tasks):
             rows_of.setdefault(task.name, []).append(row)
         by_name = {task.name: task for task in tasks}
-        backbone = self.manifest.backbone
-        heads = backbone.num_heads
-        longest = max(task.info.prompt_length for task in tasks)
         if len(rows_of) == 1:  # one task: its generator's outputs go to the backbone as they are
             (task,) = by_name.values()
             prefix_keys, prefix_values = task.prefix(batch.input_ids, token_embeds, batch.attention_mask)
@@ -222,6 +219,8 @@ class Bundle:
                 np.broadcast_to(task.prefix_mask, (len(tasks), *task.prefix_mask.shape))
             )
         else:  # each task's prefix in its rows, padded to the longest P and masked beyond its own
+            backbone, longest = self.manifest.backbone, max(task.info.prompt_length for task in tasks)
+            heads = backbone.num_heads
             shape = (len(tasks), backbone.num_layers, heads, longest, backbone.hidden_size // heads)
             prefix_keys = np.zeros(shape, dtype=np.float32)  # [B, L, heads, P, head_dim]
             prefix_values = np.zeros(shape, dtype=np.float32)
