@@ -4,9 +4,9 @@ One batch flows like the runtime's (see ipt_edge/pipeline.py), so every piece he
 ONNX graph in the bundle:
 
     input_ids ─▶ word embeddings (frozen)                        ─▶ token_embeds [B, T, H]   embed.onnx
-    input_ids, token_embeds, attention_mask ─▶ generator ─▶ prefix_keys, prefix_values
-                                                  [B, L, heads, P, head_dim] each         generator.onnx
-    token_embeds, masks, prefix keys/values, prefix_mask [B, L, P] ─▶ FrozenBackbone ─▶ hidden [B, T, H]
+    input_ids, token_embeds, attention_mask ─▶ generator ─▶ prefix_kv.0 .. prefix_kv.{L-1}
+                                        [2, B, heads, P, head_dim] each (keys, values)   generator.onnx
+    token_embeds, masks, prefix_mask [B, L, P], prefix_kv ─▶ FrozenBackbone ─▶ hidden [B, T, H]
                                                                                           encoder.onnx
     hidden ─▶ pool over the real tokens ─▶ head ─▶ logits [B, C]                 (numpy in the runtime)
 
@@ -18,6 +18,7 @@ names, dtypes and shapes of every graph are in ipt_edge/graphs.py.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -184,9 +185,10 @@ class AttentionPooling(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
-# Generators. Each maps (input_ids, token_embeds, attention_mask) to (prefix_keys, prefix_values),
-# [B, L, heads, P, head_dim] each: what every layer's attention reads before the keys/values of the
-# text's own tokens.
+# Generators. Each maps (input_ids, token_embeds, attention_mask) to prefix_kv: for every layer,
+# [2, B, heads, P, head_dim] (keys, values), what its attention reads before the keys/values of the
+# text's own tokens. One tensor per layer, in the layout ONNX Runtime's fused Attention takes as
+# `past`: each is written once, where the backbone graph reads it (ipt_edge/graphs.py).
 #
 # Why keys and values, and not per-layer hidden vectors that the encoder graph would project with
 # each frozen layer's own W_k and W_v: (1) as in P-tuning v2 and prefix tuning, a prefix position's
@@ -240,26 +242,36 @@ class PrefixPrompt(nn.Module):
             self.layer_gate = nn.Parameter(torch.ones(layers, rank))  # [L', R]
             self.dropout = nn.Dropout(dropout)
 
-    def instance(self, input_ids, token_embeds, attention_mask) -> torch.Tensor | None:
-        """The input's own part of the prefix, [B, L', 2, P, H] (None for the static `prefix`)."""
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.num_heads
+
+    def instance(self, input_ids, token_embeds, attention_mask) -> list[torch.Tensor] | None:
+        """The input's own part of the prefix: for each prompted layer [2, B, heads, P, head_dim]
+        (None for the static `prefix`)."""
         if self.features is None:
             return None
         features = self.features(input_ids, token_embeds, attention_mask)  # [B, F]
         code = self.dropout(torch.tanh(self.down(features)))  # [B, R]
-        codes = code.unsqueeze(1) * self.layer_gate  # [B, L', R]
-        return self.up(codes).view(code.shape[0], -1, 2, self.prompt_length, self.hidden)
+        heads, p, d = self.num_heads, self.prompt_length, self.head_dim
+        # up's rows are (keys/values, P, heads, head_dim): reordered so that one matmul writes a
+        # layer's prefix in the [2, B, heads, P, head_dim] layout (folded into a constant at export).
+        up = self.up.weight.view(2, p, heads, d, -1).permute(0, 4, 2, 1, 3).flatten(2)  # [2, R, heads*P*d]
+        batch = code.shape[0]
+        return [
+            torch.matmul(code * gate, up).view(2, batch, heads, p, d) for gate in self.layer_gate.unbind(0)
+        ]
 
-    def forward(self, input_ids, token_embeds, attention_mask):
-        batch, (layers, _, p, h) = token_embeds.shape[0], self.base.shape
-        prefix = self.base.unsqueeze(0).expand(batch, -1, -1, -1, -1)  # [B, L', 2, P, H]
-        part = self.instance(input_ids, token_embeds, attention_mask)
-        if part is not None:
-            prefix = prefix + part
-        heads = self.num_heads
-        split = prefix.reshape(batch, layers, 2, p, heads, h // heads).permute(2, 0, 1, 4, 3, 5)
-        if self.first_layer:  # [2, B, L', heads, P, head_dim]: zeros in front for the unprompted layers
-            split = F.pad(split, (0, 0, 0, 0, 0, 0, self.first_layer, 0))
-        return split[0], split[1]  # keys, values: [B, L, heads, P, head_dim]
+    def forward(self, input_ids, token_embeds, attention_mask) -> list[torch.Tensor]:
+        """prefix_kv: [2, B, heads, P, head_dim] for every layer of the backbone."""
+        batch, heads, p, d = token_embeds.shape[0], self.num_heads, self.prompt_length, self.head_dim
+        base = self.base.view(-1, 2, 1, p, heads, d).transpose(3, 4)  # [L', 2, 1, heads, P, d]
+        parts = self.instance(input_ids, token_embeds, attention_mask)
+        # Layers below first_layer get zeros, which the backbone's prefix_mask leaves out.
+        prefix = [token_embeds.new_zeros(2, batch, heads, p, d) for _ in range(self.first_layer)]
+        for layer, static in enumerate(base.unbind(0)):
+            prefix.append(static.expand(2, batch, heads, p, d) if parts is None else parts[layer] + static)
+        return prefix
 
 
 class LookupPrefix(PrefixPrompt):
@@ -282,15 +294,17 @@ class LookupPrefix(PrefixPrompt):
         self.dropout = nn.Dropout(dropout)
 
     def instance(self, input_ids, token_embeds, attention_mask):
-        p = self.prompt_length
+        p, heads, d = self.prompt_length, self.num_heads, self.head_dim
         # Pad by P then cut to P: the first P ids, zero-padded when T < P (no data-dependent shape).
         ids = F.pad(input_ids, (0, p))[:, :p]  # [B, P]
         keep = F.pad(attention_mask, (0, p))[:, :p].unsqueeze(-1).to(token_embeds.dtype)  # [B, P, 1]
         code = self.dropout(F.embedding(ids, self.table) * keep)  # [B, P, r]
-        codes = code.unsqueeze(1) * self.layer_gate[None, :, None, :]  # [B, L', P, r]
-        batch, layers = codes.shape[0], codes.shape[1]
-        part = self.up(codes).view(batch, layers, p, 2, self.hidden)  # [B, L', P, 2, H]
-        return part.transpose(2, 3)  # [B, L', 2, P, H]
+        batch = code.shape[0]
+        # [B, P, 2, heads, d] -> [2, B, heads, P, d] for each prompted layer
+        return [
+            self.up(code * gate).view(batch, p, 2, heads, d).permute(2, 0, 3, 1, 4)
+            for gate in self.layer_gate.unbind(0)
+        ]
 
 
 def build_generator(config: IPTConfig, word_embeddings: torch.Tensor, seed: int, hf_model) -> PrefixPrompt:
@@ -328,10 +342,10 @@ def position_offset(hf_config) -> int:
     return 0
 
 
-def prefix_attention_layer(layer, hidden, extended_mask, prefix_keys, prefix_values):
+def prefix_attention_layer(layer, hidden, extended_mask, prefix_kv):
     """One frozen BERT-family layer whose attention reads [prefix; tokens] keys and values.
 
-    hidden [B, T, H]; extended_mask [B, 1, 1, P+T] (additive); prefix_* [B, heads, P, head_dim].
+    hidden [B, T, H]; extended_mask [B, 1, 1, P+T] (additive); prefix_kv [2, B, heads, P, head_dim].
     Queries, the attention output, FFN and layer norms run on the T tokens only. The same
     arithmetic as the Hugging Face eager layer (checked against it in tests/test_prefix.py)."""
     attention = layer.attention.self
@@ -342,8 +356,8 @@ def prefix_attention_layer(layer, hidden, extended_mask, prefix_keys, prefix_val
         return x.view(batch, length, heads, size).transpose(1, 2)
 
     query = split(attention.query(hidden))
-    key = torch.cat([prefix_keys, split(attention.key(hidden))], dim=2)  # [B, heads, P+T, head_dim]
-    value = torch.cat([prefix_values, split(attention.value(hidden))], dim=2)
+    key = torch.cat([prefix_kv[0], split(attention.key(hidden))], dim=2)  # [B, heads, P+T, head_dim]
+    value = torch.cat([prefix_kv[1], split(attention.value(hidden))], dim=2)
     scores = torch.matmul(query, key.transpose(-1, -2)) / math.sqrt(size) + extended_mask
     context = torch.matmul(torch.softmax(scores, dim=-1), value)  # [B, heads, T, head_dim]
     context = context.transpose(1, 2).reshape(batch, length, heads * size)
@@ -356,7 +370,7 @@ class FrozenBackbone(nn.Module):
     hidden [B, T, H].
 
     Tokens keep positions 0..T-1 (+ RoBERTa's offset). Layer l's attention reads the P prefix
-    keys/values prefix_*[:, l] in front of the tokens' own; prefix_mask[:, l] (1 = attend) covers
+    keys/values prefix_kv[l] in front of the tokens' own; prefix_mask[:, l] (1 = attend) covers
     them, so layers below a task's first prompted layer, given a zero mask, run as the plain backbone.
     The exported encoder.onnx is the fused plain backbone fed the prefix through its attention's
     `past` (onnx_export.py); this module is its PyTorch reference, and the unfused fallback graph.
@@ -371,14 +385,13 @@ class FrozenBackbone(nn.Module):
         self.layers = hf_model.encoder.layer
         self.offset = position_offset(hf_model.config)
 
-    def forward(self, token_embeds, attention_mask, token_type_ids, prefix_keys, prefix_values, prefix_mask):
-        # token_embeds [B,T,H] float, attention_mask/token_type_ids [B,T] int64, prefix_keys/values
-        # [B, L, heads, P, head_dim], prefix_mask [B, L, P] int64  ->  hidden [B, T, H]
-        args = (token_embeds, attention_mask, token_type_ids, prefix_keys, prefix_values, prefix_mask)
-        return self.layer_outputs(*args)[-1]
+    def forward(self, token_embeds, attention_mask, token_type_ids, prefix_mask, *prefix_kv):
+        # token_embeds [B,T,H] float, attention_mask/token_type_ids [B,T] int64, prefix_mask [B, L, P]
+        # int64, prefix_kv: L tensors [2, B, heads, P, head_dim]  ->  hidden [B, T, H]
+        return self.layer_outputs(token_embeds, attention_mask, token_type_ids, prefix_mask, prefix_kv)[-1]
 
-    def layer_outputs(self, token_embeds, attention_mask, token_type_ids, prefix_keys, prefix_values,
-                      prefix_mask) -> list[torch.Tensor]:  # fmt: skip
+    def layer_outputs(self, token_embeds, attention_mask, token_type_ids, prefix_mask,
+                      prefix_kv: Sequence[torch.Tensor]) -> list[torch.Tensor]:  # fmt: skip
         """The output of every layer, [B, T, H] each."""
         positions = torch.cumsum(torch.ones_like(attention_mask), dim=1) - 1 + self.offset  # [B, T]
         hidden = self.embeddings(
@@ -388,9 +401,7 @@ class FrozenBackbone(nn.Module):
         for index, layer in enumerate(self.layers):
             mask = torch.cat([prefix_mask[:, index], attention_mask], dim=1)  # [B, P+T]
             extended = (1.0 - mask[:, None, None, :].to(hidden.dtype)) * torch.finfo(hidden.dtype).min
-            hidden = prefix_attention_layer(
-                layer, hidden, extended, prefix_keys[:, index], prefix_values[:, index]
-            )
+            hidden = prefix_attention_layer(layer, hidden, extended, prefix_kv[index])
             outputs.append(hidden)
         return outputs
 
@@ -440,11 +451,11 @@ class IPTModel(nn.Module):
 
     def forward(self, input_ids, attention_mask, token_type_ids):
         token_embeds = self.word_embeddings(input_ids)  # [B, T, H]
-        keys, values = self.generator(input_ids, token_embeds, attention_mask)
+        prefix_kv = self.generator(input_ids, token_embeds, attention_mask)  # L x [2, B, heads, P, head_dim]
         config = self.config
         mask = prefix_mask(input_ids.shape[0], self.num_layers, config.prompt_length,
                            config.prefix_from_layer, input_ids.device)  # fmt: skip
-        hidden = self.backbone(token_embeds, attention_mask, token_type_ids, keys, values, mask)  # [B, T, H]
+        hidden = self.backbone(token_embeds, attention_mask, token_type_ids, mask, *prefix_kv)  # [B, T, H]
         return self.head(self.dropout(pool(hidden, attention_mask, config.pooling)))  # [B, C]
 
     def tuned_state(self) -> dict[str, torch.Tensor]:

@@ -64,8 +64,10 @@ class GeneratorGraph(nn.Module):
         super().__init__()
         self.generator = model.generator
 
-    def forward(self, input_ids, token_embeds, attention_mask):  # -> prefix_keys, prefix_values
-        return self.generator(input_ids, token_embeds, attention_mask)
+    def forward(
+        self, input_ids, token_embeds, attention_mask
+    ):  # -> prefix_kv.0..L-1 [2, B, heads, P, head_dim]
+        return tuple(self.generator(input_ids, token_embeds, attention_mask))
 
 
 class PlainEncoder(nn.Module):
@@ -92,11 +94,12 @@ class PlainEncoder(nn.Module):
 
 
 def feed_prefix_through_past(path: Path, layers: int, heads: int, head_dim: int) -> None:
-    """Turn the fused plain backbone at `path` into the bundle's encoder (graphs.ENCODER), in place.
+    """Turn the fused plain backbone at `path` into the bundle's encoder (graphs.encoder), in place.
 
-    Layer l's com.microsoft.Attention node gets `past` = [prefix_keys[:, l], prefix_values[:, l]]
-    ([2, B, heads, P, head_dim]), which it puts in front of the tokens' own keys and values, and the
-    raw mask [prefix_mask[:, l], attention_mask] ([B, P+T], int32) over both. Queries, FFN and layer
+    Layer l's com.microsoft.Attention node gets the graph input prefix_kv.l as its `past`
+    ([2, B, heads, P, head_dim], read where it lies: no copy), which it puts in front of the
+    tokens' own keys and values, and the raw mask [prefix_mask[:, l], attention_mask] ([B, P+T],
+    int32) over both. Queries, FFN and layer
     norms stay on the T tokens and every fusion stays: the prefix adds only the P keys/values to
     attend to (FrozenBackbone's Concat route cannot be fused, and ran at ~0.9x the plain graph).
     """
@@ -110,23 +113,22 @@ def feed_prefix_through_past(path: Path, layers: int, heads: int, head_dim: int)
         raise ExportError(
             f"{path.name}: {len(attention)} fused Attention nodes, expected one per layer ({layers})"
         )
-    prefix_dims = ["batch", layers, heads, "prompts", head_dim]  # graphs.PREFIX_KEYS / PREFIX_VALUES
-    graph.input.extend([
-        helper.make_tensor_value_info(graphs.PREFIX_KEYS.name, TensorProto.FLOAT, prefix_dims),
-        helper.make_tensor_value_info(graphs.PREFIX_VALUES.name, TensorProto.FLOAT, prefix_dims),
-        helper.make_tensor_value_info(graphs.PREFIX_MASK.name, TensorProto.INT64, ["batch", layers, "prompts"]),
-    ])  # fmt: skip
-    graph.initializer.append(helper.make_tensor("prefix/axis0", TensorProto.INT64, [1], [0]))
+    graph.input.append(
+        helper.make_tensor_value_info(
+            graphs.PREFIX_MASK.name, TensorProto.INT64, ["batch", layers, "prompts"]
+        )
+    )
+    graph.input.extend(
+        helper.make_tensor_value_info(
+            graphs.prefix_kv(i).name, TensorProto.FLOAT, [2, "batch", heads, "prompts", head_dim]
+        )
+        for i in range(layers)
+    )
     made = []
     for index, node in enumerate(attention):
         name = f"prefix/layer{index}/"
         graph.initializer.append(helper.make_tensor(name + "index", TensorProto.INT64, [], [index]))
         made += [
-            helper.make_node("Gather", [graphs.PREFIX_KEYS.name, name + "index"], [name + "keys"], axis=1),
-            helper.make_node("Gather", [graphs.PREFIX_VALUES.name, name + "index"], [name + "values"], axis=1),
-            helper.make_node("Unsqueeze", [name + "keys", "prefix/axis0"], [name + "keys1"]),
-            helper.make_node("Unsqueeze", [name + "values", "prefix/axis0"], [name + "values1"]),
-            helper.make_node("Concat", [name + "keys1", name + "values1"], [name + "past"], axis=0),
             helper.make_node("Gather", [graphs.PREFIX_MASK.name, name + "index"], [name + "prefix_mask"], axis=1),
             helper.make_node(
                 "Concat", [name + "prefix_mask", graphs.ATTENTION_MASK.name], [name + "mask64"], axis=1
@@ -134,7 +136,7 @@ def feed_prefix_through_past(path: Path, layers: int, heads: int, head_dim: int)
             helper.make_node("Cast", [name + "mask64"], [name + "mask"], to=TensorProto.INT32),
         ]  # fmt: skip
         inputs = [*node.input, *[""] * (5 - len(node.input))]  # input, weights, bias, mask_index, past
-        inputs[3], inputs[4] = name + "mask", name + "past"
+        inputs[3], inputs[4] = name + "mask", graphs.prefix_kv(index).name
         node.ClearField("input")
         node.input.extend(inputs)
         if len(node.output) < 2:  # ORT requires the `present` output once `past` is given; unused
@@ -252,7 +254,7 @@ def export_shared(backbone: Backbone, folder: Path) -> None:
 def export_encoder(
     backbone: Backbone, path: Path, optimize: bool = True, log: Callable[[str], None] = print
 ) -> dict[str, int]:
-    """The bundle's one backbone graph (graphs.ENCODER), which every task runs through. Returns the
+    """The bundle's one backbone graph (graphs.encoder), which every task runs through. Returns the
     fused operator counts (empty when it is not fused).
 
     The plain backbone is exported, fused by ONNX Runtime's optimizer, and each layer's fused
@@ -269,7 +271,7 @@ def export_encoder(
         torch.ones(batch, length, dtype=torch.int64),  # attention_mask [B, T]
         torch.zeros(batch, length, dtype=torch.int64),  # token_type_ids [B, T]
     )
-    spec = graphs.ENCODER
+    spec = graphs.encoder(layers)
     if optimize:
         plain_inputs = (graphs.TOKEN_EMBEDS, graphs.ATTENTION_MASK, graphs.TOKEN_TYPE_IDS)
         axes = dynamic_axes(plain_inputs + spec.outputs, {"batch", "tokens"})
@@ -283,10 +285,9 @@ def export_encoder(
             f"ONNX Runtime fused attention in {fusions.get('Attention', 0)} of {layers} layers: the backbone "
             "graph is written unfused (the same inputs and outputs, slower)"
         )
-    prefix = (batch, layers, heads, prompt, hidden // heads)
     mask = torch.ones(batch, layers, prompt, dtype=torch.int64)
     mask[:, 0] = 0  # some layers without a prefix, as a task with prefix_from_layer > 0 gives
-    args = (*tokens, torch.randn(prefix), torch.randn(prefix), mask)
+    args = (*tokens, mask, *(torch.randn(2, batch, heads, prompt, hidden // heads) for _ in range(layers)))
     axes = dynamic_axes(spec.inputs + spec.outputs, {"batch", "tokens", "prompts"})
     _export(FrozenBackbone(model).eval(), args, path, spec.input_names, spec.output_names, axes)
     return {}
@@ -297,7 +298,7 @@ def export_task(model: IPTModel, tokenizer_path: Path, samples: list, folder: Pa
     folder.mkdir(parents=True, exist_ok=True)
     ids, mask, _ = example_batch(model, tokenizer_path, samples[:2])
     token_embeds = model.word_embeddings(ids).detach()
-    spec = graphs.GENERATOR
+    spec = graphs.generator(model.num_layers)
     axes = {**dynamic_axes(spec.inputs, {"batch", "tokens"}), **dynamic_axes(spec.outputs, {"batch"})}
     _export(GeneratorGraph(model).eval(), (ids, token_embeds, mask), folder / "generator.onnx",
             spec.input_names, spec.output_names, axes)  # fmt: skip

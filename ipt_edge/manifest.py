@@ -1,4 +1,4 @@
-"""The bundle format (manifest.json, format version 2): what is in a bundle folder, and the
+"""The bundle format (manifest.json, format version 3): what is in a bundle folder, and the
 checks before any of it is used.
 
     bundle/
@@ -6,9 +6,9 @@ checks before any of it is used.
       tokenizer.json                 shared
       embed.onnx                     shared: input_ids [B,T] -> token_embeds [B,T,H]
       encoder.onnx                   shared, the one backbone graph: token_embeds, masks and every
-                                     layer's prefix keys/values -> hidden [B,T,H]
+                                     layer's prefix_kv.l [2,B,heads,P,head_dim] -> hidden [B,T,H]
       encoder.int8.onnx              shared, optional: the same graph, quantized
-      tasks/<name>/generator.onnx    per task: input_ids, token_embeds, attention_mask -> prefix
+      tasks/<name>/generator.onnx    per task: input_ids, token_embeds, attention_mask -> prefix_kv.0..L-1
       tasks/<name>/head.safetensors  per task: weight [C,H], bias [C]
 
 The graphs' inputs and outputs are in ipt_edge/graphs.py. The export side (ipt_edge_export)
@@ -30,7 +30,12 @@ from ipt_edge.atomic import write_text_atomic
 from ipt_edge.errors import BundleError
 
 FORMAT = "ipt-edge-bundle"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+# Earlier formats, refused with the re-export command: what changed since (checkpoints still load).
+OLDER_FORMATS = {
+    1: "two encoder graphs, prepended prompts",
+    2: "prefix keys and values as two [B, L, ...] tensors, not one prefix_kv tensor per layer",
+}
 MANIFEST = "manifest.json"
 TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_MANIFEST_BYTES = 1 << 20
@@ -189,9 +194,9 @@ def parse_manifest(text: str) -> Manifest:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise BundleError(f"{MANIFEST}: not an ipt-edge bundle (format should be {FORMAT!r})")
     version = data.get("format_version")
-    if version == 1:
+    if version in OLDER_FORMATS:
         raise BundleError(
-            f"{MANIFEST}: format_version 1, from an older ipt-edge (two encoder graphs, prepended prompts); "
+            f"{MANIFEST}: format_version {version}, from an older ipt-edge ({OLDER_FORMATS[version]}); "
             f"this ipt-edge reads version {FORMAT_VERSION}. Re-export each task from its checkpoint into a "
             "new bundle: ipt-edge export CHECKPOINT -o NEW_BUNDLE --task NAME"
         )

@@ -8,7 +8,7 @@
 The path of a batch, the same for every task:
 
     texts ─tokenizer─▶ ids [B,T] ─embed.onnx─▶ token_embeds [B,T,H]
-    each task's rows ─its generator.onnx─▶ its prefix keys/values, padded to the batch's longest P
+    each task's rows ─its generator.onnx─▶ its prefix_kv.0..L-1 [2,B,heads,P,head_dim], padded to the batch's longest P
     all rows ─encoder.onnx (the backbone)─▶ hidden [B,T,H] ─each task's pooling and head─▶ logits
 
 Rows of every task share the embedding and backbone calls; only the generators and heads run per
@@ -94,7 +94,8 @@ class Bundle:
         self.encoder = self._session(file)  # the backbone, shared by every task
         dims = {"hidden": backbone.hidden_size, "layers": backbone.num_layers, "heads": backbone.num_heads,
                 "head_dim": backbone.hidden_size // backbone.num_heads}  # fmt: skip
-        graphs.check_session(self.encoder, graphs.ENCODER, file, dims=dims)
+        self.encoder_spec = graphs.encoder(backbone.num_layers)
+        graphs.check_session(self.encoder, self.encoder_spec, file, dims=dims)
         self._tasks: dict[str, Task] = {}
         self._text_encoders: dict[int, TextEncoder] = {}
         self._lock = threading.Lock()  # guards the lazily opened tasks and text encoders, nothing else
@@ -214,33 +215,35 @@ class Bundle:
         by_name = {task.name: task for task in tasks}
         if len(rows_of) == 1:  # one task: its generator's outputs go to the backbone as they are
             (task,) = by_name.values()
-            prefix_keys, prefix_values = task.prefix(batch.input_ids, token_embeds, batch.attention_mask)
+            prefix_kv = task.prefix(batch.input_ids, token_embeds, batch.attention_mask)
             prefix_mask = np.ascontiguousarray(
                 np.broadcast_to(task.prefix_mask, (len(tasks), *task.prefix_mask.shape))
             )
         else:  # each task's prefix in its rows, padded to the longest P and masked beyond its own
             backbone, longest = self.manifest.backbone, max(task.info.prompt_length for task in tasks)
             heads = backbone.num_heads
-            shape = (len(tasks), backbone.num_layers, heads, longest, backbone.hidden_size // heads)
-            prefix_keys = np.zeros(shape, dtype=np.float32)  # [B, L, heads, P, head_dim]
-            prefix_values = np.zeros(shape, dtype=np.float32)
+            shape = (
+                2,
+                len(tasks),
+                heads,
+                longest,
+                backbone.hidden_size // heads,
+            )  # [2, B, heads, P, head_dim]
+            prefix_kv = [np.zeros(shape, dtype=np.float32) for _ in range(backbone.num_layers)]
             prefix_mask = np.zeros((len(tasks), backbone.num_layers, longest), dtype=np.int64)  # [B, L, P]
             for name, rows in rows_of.items():
                 task = by_name[name]
                 p = task.info.prompt_length
-                keys, values = task.prefix(
-                    batch.input_ids[rows], token_embeds[rows], batch.attention_mask[rows]
-                )
-                prefix_keys[rows, :, :, :p] = keys
-                prefix_values[rows, :, :, :p] = values
+                own = task.prefix(batch.input_ids[rows], token_embeds[rows], batch.attention_mask[rows])
+                for layer, values in zip(prefix_kv, own, strict=True):
+                    layer[:, rows, :, :p] = values
                 prefix_mask[rows, :, :p] = task.prefix_mask
         feeds = {
             "token_embeds": token_embeds,
             "attention_mask": batch.attention_mask,
             "token_type_ids": batch.token_type_ids,
-            "prefix_keys": prefix_keys,
-            "prefix_values": prefix_values,
             "prefix_mask": prefix_mask,
+            **{graphs.prefix_kv(layer).name: values for layer, values in enumerate(prefix_kv)},
         }
         (hidden,) = self.encoder.run(None, feeds)  # [B, T, H]
         logits: list = [None] * len(tasks)

@@ -1,7 +1,7 @@
 """One task of a bundle: its generator graph (where the prefix is made from the input), its
 pooling and its head. The backbone graph it runs through is the bundle's, shared by every task.
 
-    prefix(input_ids, token_embeds, attention_mask)  ->  prefix_keys, prefix_values  [N, L, heads, P, head_dim]
+    prefix(input_ids, token_embeds, attention_mask)  ->  prefix_kv: L arrays [2, N, heads, P, head_dim]
     logits(hidden, attention_mask)                   ->  [N, C]   (pool over the real tokens, then the head)
 
 A `Task` holds no per-call state: the pipeline (ipt_edge/pipeline.py) calls it on the rows of a
@@ -47,7 +47,8 @@ class Task:
             "head_dim": backbone.hidden_size // backbone.num_heads,
             "prompts": self.info.prompt_length,
         }
-        graphs.check_session(self.generator, graphs.GENERATOR, self.info.generator_file, True, dims)
+        self.spec = graphs.generator(backbone.num_layers)
+        graphs.check_session(self.generator, self.spec, self.info.generator_file, True, dims)
         self.inputs = [i.name for i in self.generator.get_inputs()]
         head = _head(read(self.info.head_file), self.info.head_file)
         classes, hidden = len(self.labels), backbone.hidden_size
@@ -69,13 +70,10 @@ class Task:
 
     def prefix(
         self, input_ids: np.ndarray, token_embeds: np.ndarray, attention_mask: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """prefix_keys, prefix_values [N, L, heads, P, head_dim] for these rows."""
+    ) -> list[np.ndarray]:
+        """prefix_kv for these rows: one [2, N, heads, P, head_dim] array per layer (keys, values)."""
         available = {"input_ids": input_ids, "token_embeds": token_embeds, "attention_mask": attention_mask}
-        keys, values = self.generator.run(
-            [graphs.PREFIX_KEYS.name, graphs.PREFIX_VALUES.name], {n: available[n] for n in self.inputs}
-        )
-        return keys, values
+        return self.generator.run(self.spec.output_names, {n: available[n] for n in self.inputs})
 
     def logits(self, hidden: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """[N, C] from the backbone's hidden states [N, T, H]: pooled over the real tokens (or the

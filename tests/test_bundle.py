@@ -144,7 +144,7 @@ def test_int8_is_refused_where_the_bundle_has_none(bundle):
         Classifier.load(bundle, precision="int8")
 
 
-# ---- manifest format 2 ----------------------------------------------------------------------------
+# ---- manifest format 3 ----------------------------------------------------------------------------
 
 
 def as_format_1(data):
@@ -159,14 +159,17 @@ def as_format_1(data):
         task["deep"] = False
 
 
-def test_a_format_1_bundle_is_refused_naming_the_reexport_command(copy):
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_older_format_is_refused_naming_the_reexport_command(copy, version):
     from typer.testing import CliRunner
 
     from ipt_edge.cli import app
 
-    edit_manifest(copy, as_format_1)
+    # Format 2 read like 3 but for its graphs (two [B, L, ...] prefix tensors): its manifest alone
+    # would load, its graphs would not; the version number is what refuses it, with the way out.
+    edit_manifest(copy, as_format_1 if version == 1 else lambda d: d.update(format_version=2))
     command = "ipt-edge export CHECKPOINT -o NEW_BUNDLE --task NAME"
-    with pytest.raises(BundleError, match=r"format_version 1") as refused:
+    with pytest.raises(BundleError, match=rf"format_version {version}, from an older ipt-edge") as refused:
         Classifier.load(copy)
     assert command in str(refused.value)
     for args in (["predict", "-b", str(copy), "good"], ["info", str(copy)]):
@@ -175,7 +178,7 @@ def test_a_format_1_bundle_is_refused_naming_the_reexport_command(copy):
         assert "Traceback" not in result.output
 
 
-def test_a_format_2_manifest_without_its_encoder_entry_is_refused(copy):
+def test_a_manifest_without_its_encoder_entry_is_refused(copy):
     edit_manifest(copy, lambda d: d.pop("encoder"))
     with pytest.raises(BundleError, match=r"missing field encoder"):
         read_manifest(copy)
@@ -206,27 +209,30 @@ def retag(path, relative, data: bytes):
     )
 
 
-def generator_graph(layers=2, heads=2, prompts=4, head_dim=16, outputs=("prefix_keys", "prefix_values"),
-                    inputs=("attention_mask",)) -> bytes:  # fmt: skip
-    """A generator graph of fixed prefix values (0.1), with the dims and names asked for."""
+def generator_graph(
+    layers=2, heads=2, prompts=4, head_dim=16, outputs=None, inputs=("attention_mask",)
+) -> bytes:
+    """A generator graph of fixed prefix values (0.1), with the dims and names asked for: one
+    output [2, batch, heads, prompts, head_dim] per layer, prefix_kv.0.. unless `outputs` names them."""
     pytest.importorskip("onnx", reason="writing a graph needs onnx (export extra)")
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
-    dims = [layers, heads, prompts, head_dim]
-    constants = {"zero": np.array([0], np.int64), "one": np.array([1], np.int64),
-                 "rest": np.array(dims, np.int64), "base": np.full([1, *dims], 0.1, np.float32)}  # fmt: skip
+    outputs = outputs or tuple(f"prefix_kv.{i}" for i in range(layers))
+    dims = [heads, prompts, head_dim]
+    constants = {"zero": np.array([0], np.int64), "one": np.array([1], np.int64), "two": np.array([2], np.int64),
+                 "rest": np.array(dims, np.int64), "base": np.full([2, 1, *dims], 0.1, np.float32)}  # fmt: skip
     nodes = [
         helper.make_node("Shape", [inputs[0]], ["shape"]),
         helper.make_node("Slice", ["shape", "zero", "one"], ["batch"]),
-        helper.make_node("Concat", ["batch", "rest"], ["full"], axis=0),
+        helper.make_node("Concat", ["two", "batch", "rest"], ["full"], axis=0),
         *(helper.make_node("Expand", ["base", "full"], [name]) for name in outputs),
     ]
     graph = helper.make_graph(
         nodes,
         "generator",
         [helper.make_tensor_value_info(name, TensorProto.INT64, ["batch", "tokens"]) for name in inputs],
-        [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", *dims]) for name in outputs],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, [2, "batch", *dims]) for name in outputs],
         [numpy_helper.from_array(value, name) for name, value in constants.items()],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -244,10 +250,9 @@ def test_a_generator_that_keeps_the_contract_loads_and_runs(copy):
 @pytest.mark.parametrize(
     "dims, message",
     [
-        ({"heads": 4, "head_dim": 8}, "prefix_keys has heads = 4, but the manifest says 2"),
-        ({"head_dim": 8}, "prefix_keys has head_dim = 8, but the manifest says 16"),
-        ({"layers": 3}, "prefix_keys has layers = 3, but the manifest says 2"),
-        ({"prompts": 5}, "prefix_keys has prompts = 5, but the manifest says 4"),
+        ({"heads": 4, "head_dim": 8}, "prefix_kv.0 has heads = 4, but the manifest says 2"),
+        ({"head_dim": 8}, "prefix_kv.0 has head_dim = 8, but the manifest says 16"),
+        ({"prompts": 5}, "prefix_kv.0 has prompts = 5, but the manifest says 4"),
     ],
 )
 def test_a_generator_whose_fixed_dims_are_off_is_refused(copy, dims, message):
@@ -259,8 +264,9 @@ def test_a_generator_whose_fixed_dims_are_off_is_refused(copy, dims, message):
 @pytest.mark.parametrize(
     "names, message",
     [
-        ({"outputs": ("prompt_embeds",)}, r"outputs should be prefix_keys .*; found prompt_embeds float32 rank 5"),
-        ({"outputs": ("prefix_keys",)}, r"outputs should be prefix_keys .*; found prefix_keys float32 rank 5$"),
+        ({"outputs": ("prompt_embeds",)}, r"outputs should be prefix_kv.0 .*; found prompt_embeds float32 rank 5"),
+        ({"outputs": ("prefix_kv.0",)}, r"outputs should be prefix_kv.0 .*; found prefix_kv.0 float32 rank 5$"),
+        ({"layers": 3}, r"outputs should be prefix_kv.0 .*; found .*prefix_kv.2 float32 rank 5$"),
         ({"inputs": ("prompt_ids",)}, r"inputs should be a subset of input_ids .*; found prompt_ids int64"),
     ],
 )  # fmt: skip
@@ -280,11 +286,11 @@ def test_an_encoder_whose_head_dim_is_off_is_refused(copy):
     onnx = pytest.importorskip("onnx", reason="editing a graph needs onnx (export extra)")
     model = onnx.load(copy / "encoder.onnx")
     for graph_input in model.graph.input:
-        if graph_input.name in ("prefix_keys", "prefix_values"):
-            graph_input.type.tensor_type.shape.dim[4].dim_value = 8  # [batch, layers, heads, P, head_dim]
+        if graph_input.name.startswith("prefix_kv."):
+            graph_input.type.tensor_type.shape.dim[4].dim_value = 8  # [2, batch, heads, P, head_dim]
     retag(copy, "encoder.onnx", model.SerializeToString())
     with pytest.raises(
-        BundleError, match=r"encoder.onnx: prefix_keys has head_dim = 8, but the manifest says 16"
+        BundleError, match=r"encoder.onnx: prefix_kv.0 has head_dim = 8, but the manifest says 16"
     ):
         Bundle.load(copy)
 
@@ -292,8 +298,8 @@ def test_an_encoder_whose_head_dim_is_off_is_refused(copy):
 @pytest.mark.parametrize(
     "backbone, message",
     [
-        ({"num_heads": 4}, "prefix_keys has heads = 2, but the manifest says 4"),  # head_dim 8 as well
-        ({"num_layers": 3}, "prefix_keys has layers = 2, but the manifest says 3"),
+        ({"num_heads": 4}, "prefix_kv.0 has heads = 2, but the manifest says 4"),  # head_dim 8 as well
+        ({"num_layers": 3}, "inputs should be token_embeds"),  # no prefix_kv.2
     ],
 )
 def test_an_encoder_unlike_the_manifests_backbone_is_refused(copy, backbone, message):

@@ -46,8 +46,10 @@ PADDED = torch.tensor([[2, 5, 6, 3, 0, 0, 0, 0], [2, 9, 10, 11, 12, 13, 14, 3]])
 
 
 def prefix_of(model, ids):
+    """The generator's prefix_kv, as keys and values [B, L, heads, P, head_dim] to compare by row."""
     with torch.no_grad():
-        return model.generator(ids, model.word_embeddings(ids), (ids != 0).long())
+        prefix_kv = model.generator(ids, model.word_embeddings(ids), (ids != 0).long())
+    return torch.stack([kv[0] for kv in prefix_kv], dim=1), torch.stack([kv[1] for kv in prefix_kv], dim=1)
 
 
 def test_only_generator_and_head_are_trainable(bert):
@@ -61,9 +63,12 @@ def test_only_generator_and_head_are_trainable(bert):
 def test_every_family_gives_every_layer_keys_and_values(bert, kind):
     config = bert.config
     heads = config.num_attention_heads
-    keys, values = prefix_of(make(bert, kind, p=3), PADDED)
-    shape = (2, config.num_hidden_layers, heads, 3, config.hidden_size // heads)
-    assert keys.shape == values.shape == shape  # graphs.PREFIX_KEYS: [B, L, heads, P, head_dim]
+    model = make(bert, kind, p=3)
+    with torch.no_grad():
+        prefix_kv = model.generator(PADDED, model.word_embeddings(PADDED), (PADDED != 0).long())
+    assert len(prefix_kv) == config.num_hidden_layers
+    for layer in prefix_kv:  # graphs.prefix_kv: [2 (keys, values), B, heads, P, head_dim]
+        assert layer.shape == (2, 2, heads, 3, config.hidden_size // heads)
 
 
 @pytest.mark.parametrize("kind", INSTANCE_KINDS)

@@ -170,8 +170,8 @@ def test_tasks_of_every_family_and_prompt_length_share_one_backbone_call_per_bat
     assert len(encoder.calls) == len(embed.calls) == 1  # every task's rows in one call
     (call,) = encoder.calls
     assert (
-        call["prefix_keys"] == call["prefix_values"] == (len(names), 2, 2, longest, 16)
-    )  # [B, L, heads, P, 16]
+        call["prefix_kv.0"] == call["prefix_kv.1"] == (2, len(names), 2, longest, 16)
+    )  # [2, B, heads, P, 16]
     assert call["prefix_mask"] == (len(names), 2, longest)
     assert sorted(call["row_prompts"]) == sorted(p for _, p, _ in TASKS.values())
     encoder.calls.clear()
@@ -265,7 +265,7 @@ def test_generator_outputs_off_the_manifest_are_refused_when_the_task_opens(mult
     (copy / "manifest.json").write_text(json.dumps(manifest))
     bundle = Bundle.load(copy)
     with pytest.raises(
-        BundleError, match=r"generator.onnx: prefix_keys has prompts = 4, but the manifest says 5"
+        BundleError, match=r"generator.onnx: prefix_kv.0 has prompts = 4, but the manifest says 5"
     ):
         Classifier(bundle, "mlp4")
     assert bundle.predict(["good"], "attn4") in (["neg"], ["pos"])  # the other tasks still run

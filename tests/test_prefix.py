@@ -32,11 +32,12 @@ def bert(tiny_backbone):
 
 
 def random_prefix(bert, batch, length, seed=0):
+    """prefix_kv: one [2, B, heads, P, head_dim] tensor per layer."""
     config = bert.config
     heads = config.num_attention_heads
-    shape = (batch, config.num_hidden_layers, heads, length, config.hidden_size // heads)
+    shape = (2, batch, heads, length, config.hidden_size // heads)
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(shape, generator=g), torch.randn(shape, generator=g)
+    return [torch.randn(shape, generator=g) for _ in range(config.num_hidden_layers)]
 
 
 def tokens(bert):
@@ -47,11 +48,11 @@ def tokens(bert):
 
 def test_with_its_prefix_masked_out_the_backbone_is_the_hugging_face_model(bert):
     ids, embeds, mask, types = tokens(bert)
-    keys, values = random_prefix(bert, 2, 3)
+    prefix_kv = random_prefix(bert, 2, 3)
     off = torch.zeros(2, bert.config.num_hidden_layers, 3, dtype=torch.int64)
     with torch.no_grad():
         expected = bert(input_ids=ids, attention_mask=mask).last_hidden_state
-        actual = FrozenBackbone(bert)(embeds, mask, types, keys, values, off)
+        actual = FrozenBackbone(bert)(embeds, mask, types, off, *prefix_kv)
     assert actual.shape == expected.shape  # [B, T, H]: no prompt positions
     torch.testing.assert_close(actual[mask.bool()], expected[mask.bool()], atol=1e-5, rtol=0)
 
@@ -65,7 +66,7 @@ def test_one_prefix_layer_equals_attention_over_prefix_and_token_keys(bert):
     x = torch.randn(1, 4, bert.config.hidden_size, generator=g)
     pk, pv = torch.randn(1, heads, 2, size, generator=g), torch.randn(1, heads, 2, size, generator=g)
     with torch.no_grad():
-        actual = prefix_attention_layer(layer, x, torch.zeros(1, 1, 1, 6), pk, pv)
+        actual = prefix_attention_layer(layer, x, torch.zeros(1, 1, 1, 6), torch.stack([pk, pv]))
         context = []
         for h in range(heads):
             cut = slice(h * size, (h + 1) * size)
@@ -83,11 +84,11 @@ def test_one_prefix_layer_equals_attention_over_prefix_and_token_keys(bert):
 
 def test_layers_below_the_first_prompted_one_run_as_the_plain_backbone(bert):
     ids, embeds, mask, types = tokens(bert)
-    keys, values = random_prefix(bert, 2, 3)
+    prefix_kv = random_prefix(bert, 2, 3)
     from_layer_1 = prefix_mask(2, bert.config.num_hidden_layers, 3, first_layer=1)
     with torch.no_grad():
         plain = bert(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
-        outputs = FrozenBackbone(bert).layer_outputs(embeds, mask, types, keys, values, from_layer_1)
+        outputs = FrozenBackbone(bert).layer_outputs(embeds, mask, types, from_layer_1, prefix_kv)
     real = mask.bool()
     torch.testing.assert_close(outputs[0][real], plain[1][real], atol=1e-5, rtol=0)  # after layer 0
     assert not torch.allclose(outputs[1][real], plain[2][real], atol=1e-3)  # layer 1 reads its prefix
@@ -139,7 +140,7 @@ def test_the_encoder_is_the_fused_plain_backbone_fed_through_past(checkpoints, t
     assert manifest.encoder.file == "encoder.onnx" and manifest.encoder.fusions["Attention"] == layers
     graph = onnx.load(str(tmp_path / "b" / "encoder.onnx")).graph
     attention = [node for node in graph.node if node.op_type == "Attention"]
-    assert [node.input[4] for node in attention] == [f"prefix/layer{i}/past" for i in range(layers)]
+    assert [node.input[4] for node in attention] == [f"prefix_kv.{i}" for i in range(layers)]  # read in place
     assert not [node for node in graph.node if node.op_type == "Softmax"]  # no unfused attention left
 
 
@@ -159,14 +160,14 @@ def test_generator_outputs_off_the_contract_are_refused(checkpoints, tmp_path):
     graph_file = path / "tasks" / "t" / "generator.onnx"
     graph = onnx.load(graph_file)
     for node in graph.graph.node:  # rename an output, as a generator of an older version named it
-        node.output[:] = ["prompt_embeds" if o == "prefix_values" else o for o in node.output]
+        node.output[:] = ["prompt_embeds" if o == "prefix_kv.1" else o for o in node.output]
     graph.graph.output[1].name = "prompt_embeds"
     onnx.save(graph, graph_file)
     manifest = read_manifest(path)
     manifest.files["tasks/t/generator.onnx"] = file_record(graph_file)
     write_manifest(path, manifest)
     with pytest.raises(
-        BundleError, match=r"tasks/t/generator.onnx: outputs should be prefix_keys .*; found .*prompt_embeds"
+        BundleError, match=r"tasks/t/generator.onnx: outputs should be prefix_kv.0 .*; found .*prompt_embeds"
     ):
         Classifier.load(path)
 
