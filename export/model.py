@@ -18,7 +18,6 @@ names, dtypes and shapes of every graph are in ipt_edge/graphs.py.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -26,6 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ipt_edge.manifest import POOLINGS
+from ipt_edge_export.architectures import ArchitectureBackbone, bert_prefix_layer, word_embeddings
+from ipt_edge_export.architectures import position_offset as architecture_offset
 
 # The generator families (`ipt-edge train --generator`). Every one emits per-layer prefix keys and
 # values: `prefix` the same for every input, the others also an instance part computed from it.
@@ -198,20 +199,12 @@ class AttentionPooling(nn.Module):
 # and the graph run the same arithmetic, nothing is recomputed.
 
 
-@torch.no_grad()
 def initial_prefix(hf_model, embeds: torch.Tensor, first_layer: int) -> torch.Tensor:
     """Keys and values of P vocabulary tokens at layers first_layer..L-1, as the backbone computes
-    them when it reads those tokens as a text: a prefix that starts where real tokens are.
-    embeds [P, H] -> [L - first_layer, 2, P, H]"""
-    states = hf_model(inputs_embeds=embeds.unsqueeze(0), output_hidden_states=True).hidden_states
-    layers = hf_model.encoder.layer
-    rows = [
-        torch.stack(
-            [layers[i].attention.self.key(states[i][0]), layers[i].attention.self.value(states[i][0])]
-        )
-        for i in range(first_layer, len(layers))
-    ]
-    return torch.stack(rows)
+    them when it reads those tokens as a text: a prefix that starts where real tokens are (each
+    architecture's key/value projections, export/architectures.py).
+    embeds [P, E] -> [L - first_layer, 2, P, H]"""
+    return ArchitectureBackbone(hf_model).initial_prefix(embeds, first_layer)
 
 
 class PrefixPrompt(nn.Module):
@@ -336,74 +329,31 @@ def build_generator(config: IPTConfig, word_embeddings: torch.Tensor, seed: int,
 
 
 def position_offset(hf_config) -> int:
-    """RoBERTa-family position ids start after padding_idx; BERT's start at 0."""
-    if hf_config.model_type in ("roberta", "xlm-roberta", "camembert"):
-        return int(hf_config.pad_token_id) + 1
-    return 0
+    """The text's first position id: RoBERTa family padding_idx + 1, MPNet 2, others 0 (its adapter)."""
+    return architecture_offset(hf_config)
 
 
-def prefix_attention_layer(layer, hidden, extended_mask, prefix_kv):
-    """One frozen BERT-family layer whose attention reads [prefix; tokens] keys and values.
-
-    hidden [B, T, H]; extended_mask [B, 1, 1, P+T] (additive); prefix_kv [2, B, heads, P, head_dim].
-    Queries, the attention output, FFN and layer norms run on the T tokens only. The same
-    arithmetic as the Hugging Face eager layer (checked against it in tests/test_prefix.py)."""
-    attention = layer.attention.self
-    batch, length, _ = hidden.shape
-    heads, size = attention.num_attention_heads, attention.attention_head_size
-
-    def split(x):  # [B, T, H] -> [B, heads, T, head_dim]
-        return x.view(batch, length, heads, size).transpose(1, 2)
-
-    query = split(attention.query(hidden))
-    key = torch.cat([prefix_kv[0], split(attention.key(hidden))], dim=2)  # [B, heads, P+T, head_dim]
-    value = torch.cat([prefix_kv[1], split(attention.value(hidden))], dim=2)
-    scores = torch.matmul(query, key.transpose(-1, -2)) / math.sqrt(size) + extended_mask
-    context = torch.matmul(torch.softmax(scores, dim=-1), value)  # [B, heads, T, head_dim]
-    context = context.transpose(1, 2).reshape(batch, length, heads * size)
-    attended = layer.attention.output(context, hidden)  # dense, residual, LayerNorm
-    return layer.output(layer.intermediate(attended), attended)
+# One frozen BERT-family layer whose attention reads [prefix; tokens] keys and values (the BERT
+# family's adapter layer; checked against Hugging Face's eager layer in tests/test_prefix.py).
+prefix_attention_layer = bert_prefix_layer
 
 
-class FrozenBackbone(nn.Module):
+class FrozenBackbone(ArchitectureBackbone):
     """The frozen backbone with every layer's prefix, as the bundle's encoder.onnx runs it:
-    hidden [B, T, H].
+    hidden [B, T, H]. Any architecture of export/architectures.py's table (an unknown model_type is
+    a ValueError naming the supported ones).
 
-    Tokens keep positions 0..T-1 (+ RoBERTa's offset). Layer l's attention reads the P prefix
-    keys/values prefix_kv[l] in front of the tokens' own; prefix_mask[:, l] (1 = attend) covers
-    them, so layers below a task's first prompted layer, given a zero mask, run as the plain backbone.
-    The exported encoder.onnx is the fused plain backbone fed the prefix through its attention's
-    `past` (onnx_export.py); this module is its PyTorch reference, and the unfused fallback graph.
+    Tokens keep positions 0..T-1 (+ the architecture's offset). Layer l's attention reads the P
+    prefix keys/values prefix_kv[l] in front of the tokens' own; prefix_mask[:, l] (1 = attend)
+    covers them, so layers below a task's first prompted layer, given a zero mask, run as the plain
+    backbone. Where ONNX Runtime fuses the architecture's attention, the exported encoder.onnx is
+    the fused plain backbone fed the prefix through its attention's `past` (onnx_export.py) and
+    this module is its PyTorch reference; elsewhere this module is the exported graph.
+
+        forward(token_embeds [B,T,E] float, attention_mask [B,T] int64, token_type_ids [B,T] int64,
+                prefix_mask [B,L,P] int64, *prefix_kv: L x [2,B,heads,P,head_dim]) -> hidden [B,T,H]
+        layer_outputs(...same, prefix_kv as a sequence) -> every layer's output [B,T,H]
     """
-
-    def __init__(self, hf_model):
-        super().__init__()
-        kind = getattr(hf_model.config, "position_embedding_type", "absolute")
-        if kind != "absolute" or hf_model.config.is_decoder:
-            raise ValueError(f"ipt-edge needs an encoder with absolute positions; this one has {kind!r}")
-        self.embeddings = hf_model.embeddings
-        self.layers = hf_model.encoder.layer
-        self.offset = position_offset(hf_model.config)
-
-    def forward(self, token_embeds, attention_mask, token_type_ids, prefix_mask, *prefix_kv):
-        # token_embeds [B,T,H] float, attention_mask/token_type_ids [B,T] int64, prefix_mask [B, L, P]
-        # int64, prefix_kv: L tensors [2, B, heads, P, head_dim]  ->  hidden [B, T, H]
-        return self.layer_outputs(token_embeds, attention_mask, token_type_ids, prefix_mask, prefix_kv)[-1]
-
-    def layer_outputs(self, token_embeds, attention_mask, token_type_ids, prefix_mask,
-                      prefix_kv: Sequence[torch.Tensor]) -> list[torch.Tensor]:  # fmt: skip
-        """The output of every layer, [B, T, H] each."""
-        positions = torch.cumsum(torch.ones_like(attention_mask), dim=1) - 1 + self.offset  # [B, T]
-        hidden = self.embeddings(
-            inputs_embeds=token_embeds, token_type_ids=token_type_ids, position_ids=positions
-        )
-        outputs = []
-        for index, layer in enumerate(self.layers):
-            mask = torch.cat([prefix_mask[:, index], attention_mask], dim=1)  # [B, P+T]
-            extended = (1.0 - mask[:, None, None, :].to(hidden.dtype)) * torch.finfo(hidden.dtype).min
-            hidden = prefix_attention_layer(layer, hidden, extended, prefix_kv[index])
-            outputs.append(hidden)
-        return outputs
 
 
 def prefix_mask(batch: int, num_layers: int, prompt_length: int, first_layer: int, device=None):
@@ -428,9 +378,9 @@ class IPTModel(nn.Module):
         if not config.labels:
             raise ValueError("IPTConfig.labels is empty: a classifier needs at least two labels")
         self.config = config
-        self.word_embeddings = hf_model.embeddings.word_embeddings
+        self.word_embeddings = word_embeddings(hf_model)
         self.backbone = FrozenBackbone(hf_model)
-        self.num_layers = len(hf_model.encoder.layer)
+        self.num_layers = len(self.backbone.layers)
         if not config.prefix_from_layer < self.num_layers:
             raise ValueError(
                 f"prefix_from_layer {config.prefix_from_layer} is not a layer of this backbone "

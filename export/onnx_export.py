@@ -40,6 +40,7 @@ from ipt_edge.manifest import (
 from ipt_edge.pipeline import Bundle
 from ipt_edge.tables import TableError, read_labelled
 from ipt_edge.tokenization import TextEncoder
+from ipt_edge_export.architectures import ArchitectureBackbone, word_embeddings
 from ipt_edge_export.checkpoint import Backbone, model_from_checkpoint, read_checkpoint
 from ipt_edge_export.model import FrozenBackbone, IPTModel, position_offset
 
@@ -70,27 +71,14 @@ class GeneratorGraph(nn.Module):
         return tuple(self.generator(input_ids, token_embeds, attention_mask))
 
 
-class PlainEncoder(nn.Module):
+class PlainEncoder(ArchitectureBackbone):
     """The frozen backbone at the text's own T tokens, in the form ONNX Runtime's optimizer fuses
-    (Hugging Face's own layers, eager attention). Exported only to become encoder.onnx:
-    `feed_prefix_through_past` then gives each fused Attention node its layer's prefix."""
+    where it can (Hugging Face's own layers, eager attention: the adapter's `plain`). Exported only
+    to become encoder.onnx: `feed_prefix_through_past` then gives each fused Attention node its
+    layer's prefix. Its parts are FrozenBackbone's, under the same names."""
 
-    def __init__(self, hf_model):
-        super().__init__()
-        self.embeddings = hf_model.embeddings
-        self.layers = hf_model.encoder.layer
-        self.offset = position_offset(hf_model.config)
-
-    def forward(self, token_embeds, attention_mask, token_type_ids):  # [B,T,H], [B,T], [B,T] -> [B,T,H]
-        # Positions as FrozenBackbone numbers them.
-        positions = torch.cumsum(torch.ones_like(attention_mask), dim=1) - 1 + self.offset
-        hidden = self.embeddings(
-            inputs_embeds=token_embeds, token_type_ids=token_type_ids, position_ids=positions
-        )
-        extended = (1.0 - attention_mask[:, None, None, :].to(hidden.dtype)) * torch.finfo(hidden.dtype).min
-        for layer in self.layers:
-            hidden = layer(hidden, attention_mask=extended)[0]
-        return hidden
+    def forward(self, token_embeds, attention_mask, token_type_ids):  # [B,T,E], [B,T], [B,T] -> [B,T,H]
+        return self.plain(token_embeds, attention_mask, token_type_ids)
 
 
 def feed_prefix_through_past(path: Path, layers: int, heads: int, head_dim: int) -> None:
@@ -246,9 +234,35 @@ def export_shared(backbone: Backbone, folder: Path) -> None:
     model = backbone.model
     ids = torch.randint(5, model.config.vocab_size, (2, 9))  # no axis of length 1 in the example
     spec = graphs.EMBED
-    _export(EmbedGraph(model.embeddings.word_embeddings), (ids,), folder / "embed.onnx", spec.input_names,
+    _export(EmbedGraph(word_embeddings(model)), (ids,), folder / "embed.onnx", spec.input_names,
             spec.output_names, dynamic_axes(spec.inputs + spec.outputs, {"batch", "tokens"}))  # fmt: skip
     shutil.copyfile(backbone.tokenizer_path, folder / "tokenizer.json")
+
+
+def declare_inputs(path: Path, specs: tuple[graphs.TensorSpec, ...], dims: dict[str, int]) -> None:
+    """Give the graph at `path` every input of `specs` it lacks, unused, in place.
+
+    The exporter drops an input nothing reads (token_type_ids of an architecture without token
+    types: DistilBERT, MPNet, ModernBERT, DeBERTa-v3), but every backbone graph takes the whole
+    contract, so the runtime feeds every architecture alike. dims: sizes of the named dims."""
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(str(path))
+    present = {value.name for value in model.graph.input}
+    types = {"float32": onnx.TensorProto.FLOAT, "int64": onnx.TensorProto.INT64}
+    missing = [spec for spec in specs if spec.name not in present]
+    if not missing:  # leave the file's bytes as they are
+        return
+    for spec in missing:
+        shape = [dims.get(dim, dim) for dim in spec.dims]
+        model.graph.input.append(helper.make_tensor_value_info(spec.name, types[spec.dtype], shape))
+    order = {spec.name: i for i, spec in enumerate(specs)}  # the contract's order, then any others
+    inputs = sorted(model.graph.input, key=lambda value: order.get(value.name, len(order)))
+    model.graph.ClearField("input")
+    model.graph.input.extend(inputs)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
 
 
 def export_encoder(
@@ -259,19 +273,32 @@ def export_encoder(
 
     The plain backbone is exported, fused by ONNX Runtime's optimizer, and each layer's fused
     Attention node is given its prefix through `past`. Where the optimizer fuses attention in
-    fewer than every layer (an architecture it does not match), or without `optimize`, the graph is
-    FrozenBackbone instead: the same contract, unfused (its Concat route measured slower fused than
-    left to ONNX Runtime at load, 2026-11-26: 0.78x against 0.94x the plain backbone)."""
+    fewer than every layer, or without `optimize`, the graph is FrozenBackbone instead: the same
+    contract, unfused (its Concat route measured slower fused than left to ONNX Runtime at load,
+    2026-11-26: 0.78x against 0.94x the plain backbone). With onnxruntime 1.32 the optimizer fuses
+    attention in every layer of bert, roberta, xlm-roberta, camembert, electra and distilbert, in
+    none of mpnet (its position bias sits between the scores and the mask), deberta-v2
+    (disentangled terms) or modernbert (rotary, fused Wqkv): export/architectures.py."""
     model = backbone.model
     config = model.config
     hidden, layers, heads = config.hidden_size, config.num_hidden_layers, config.num_attention_heads
+    embed_size = word_embeddings(model).embedding_dim  # E: H but for ELECTRA-small
+    if embed_size != hidden:
+        # The graph contract (ipt_edge/graphs.py) gives token_embeds the backbone's hidden size, and
+        # the runtime checks it: a bundle of this backbone would be written and then refused at load.
+        raise ExportError(
+            f"this {config.model_type} embeds tokens in {embed_size} dimensions and projects them to its hidden "
+            f"size {hidden} (embeddings_project, as ELECTRA-small does): bundles do not support that yet "
+            "(token_embeds has the hidden size in the graph contract)"
+        )
     batch, length, prompt = 2, 9, 3  # no axis of length 1 in the example
     tokens = (
-        torch.randn(batch, length, hidden),  # token_embeds [B, T, H]
+        torch.randn(batch, length, embed_size),  # token_embeds [B, T, E]
         torch.ones(batch, length, dtype=torch.int64),  # attention_mask [B, T]
         torch.zeros(batch, length, dtype=torch.int64),  # token_type_ids [B, T]
     )
     spec = graphs.encoder(layers)
+    known = {"heads": heads, "head_dim": hidden // heads}
     if optimize:
         plain_inputs = (graphs.TOKEN_EMBEDS, graphs.ATTENTION_MASK, graphs.TOKEN_TYPE_IDS)
         axes = dynamic_axes(plain_inputs + spec.outputs, {"batch", "tokens"})
@@ -280,16 +307,18 @@ def export_encoder(
         fusions = optimize_encoder(path, config)
         if fusions.get("Attention") == layers:
             feed_prefix_through_past(path, layers, heads, hidden // heads)
+            declare_inputs(path, spec.inputs, known)
             return fusions
         log(
-            f"ONNX Runtime fused attention in {fusions.get('Attention', 0)} of {layers} layers: the backbone "
-            "graph is written unfused (the same inputs and outputs, slower)"
+            f"ONNX Runtime fused attention in {fusions.get('Attention', 0)} of {layers} layers of this "
+            f"{config.model_type}: the backbone graph is written unfused (the same inputs and outputs)"
         )
     mask = torch.ones(batch, layers, prompt, dtype=torch.int64)
     mask[:, 0] = 0  # some layers without a prefix, as a task with prefix_from_layer > 0 gives
     args = (*tokens, mask, *(torch.randn(2, batch, heads, prompt, hidden // heads) for _ in range(layers)))
     axes = dynamic_axes(spec.inputs + spec.outputs, {"batch", "tokens", "prompts"})
     _export(FrozenBackbone(model).eval(), args, path, spec.input_names, spec.output_names, axes)
+    declare_inputs(path, spec.inputs, known)
     return {}
 
 
