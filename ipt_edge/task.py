@@ -81,6 +81,7 @@ class Task:
         if self.info.pooling == "cls":
             pooled = hidden[:, 0]
         else:
-            mask = attention_mask[:, :, None].astype(np.float32)
-            pooled = (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1.0)  # [N, H]
+            mask = attention_mask.astype(np.float32)[:, None, :]  # [N, 1, T]
+            # A batched matmul sums over the real tokens without the [N, T, H] temporary of hidden * mask.
+            pooled = (mask @ hidden)[:, 0] / np.maximum(mask.sum(axis=2), 1.0)  # [N, H]
         return pooled @ self.head_weight.T + self.head_bias

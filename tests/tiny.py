@@ -35,25 +35,34 @@ MULTI_TASKS = {
 }
 
 
-def wordpiece_tokenizer(vocab: list[str], max_input_chars_per_word: int = 100):
+def wordpiece_tokenizer(
+    vocab: list[str],
+    max_input_chars_per_word: int = 100,
+    cls: str = "[CLS]",
+    sep: str = "[SEP]",
+    unk: str = "[UNK]",
+    pair_separators: int = 1,
+):
     """A BERT-style tokenizer over `vocab`: BertNormalizer (cleans, lowercases, strips accents,
-    spaces out CJK), BertPreTokenizer, WordPiece; [CLS] ... [SEP] (pairs: ... [SEP] ... [SEP])."""
+    spaces out CJK), BertPreTokenizer, WordPiece; cls $A sep (pairs: ... sep $B sep, with
+    `pair_separators` seps between the parts: 1 for BERT, 2 for MPNet's <s> $A </s> </s> $B </s>)."""
     from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
     from tokenizers.models import WordPiece
 
     tokenizer = Tokenizer(
         WordPiece(
             {t: i for i, t in enumerate(vocab)},
-            unk_token="[UNK]",
+            unk_token=unk,
             max_input_chars_per_word=max_input_chars_per_word,
         )
     )
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    between = " ".join([f"{sep}:0"] * pair_separators)
     tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", vocab.index("[CLS]")), ("[SEP]", vocab.index("[SEP]"))],
+        single=f"{cls}:0 $A:0 {sep}:0",
+        pair=f"{cls}:0 $A:0 {between} $B:1 {sep}:1",
+        special_tokens=[(cls, vocab.index(cls)), (sep, vocab.index(sep))],
     )
     return tokenizer
 

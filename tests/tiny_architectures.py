@@ -63,22 +63,6 @@ def _wordpiece_vocab(specials: list[str]) -> list[str]:
     return specials + words + LETTERS + ["##" + c for c in LETTERS] + PUNCTUATION
 
 
-def _mpnet_tokenizer(vocab: list[str]):
-    """MPNetConverter's layout: <s> $A </s>, pairs <s> $A </s> </s> $B </s>."""
-    from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
-    from tokenizers.models import WordPiece
-
-    tokenizer = Tokenizer(WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="<unk>"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="<s>:0 $A:0 </s>:0",
-        pair="<s>:0 $A:0 </s>:0 </s>:0 $B:1 </s>:1",
-        special_tokens=[("<s>", vocab.index("<s>")), ("</s>", vocab.index("</s>"))],
-    )
-    return tokenizer
-
-
 def _byte_level_bpe(specials: list[str], vocab_size: int = 360):
     """A byte-level BPE (GPT-2 style: RoBERTa's and ModernBERT's model) trained on the tiny corpus,
     the specials first. Training is deterministic for a fixed corpus."""
@@ -123,7 +107,9 @@ def tokenizer_for(model_type: str):
     if model_type in ("bert", "distilbert", "electra"):
         return wordpiece_tokenizer(_wordpiece_vocab(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]))
     if model_type == "mpnet":
-        return _mpnet_tokenizer(_wordpiece_vocab(["<s>", "<pad>", "</s>", "<unk>", "<mask>"]))
+        # MPNetConverter's layout: <s> $A </s>, pairs <s> $A </s> </s> $B </s>
+        vocab = _wordpiece_vocab(["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+        return wordpiece_tokenizer(vocab, cls="<s>", sep="</s>", unk="<unk>", pair_separators=2)
     if model_type == "roberta":
         tokenizer = _byte_level_bpe(["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
         tokenizer.post_processor = processors.RobertaProcessing(
