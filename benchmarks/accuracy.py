@@ -7,13 +7,22 @@
     python benchmarks/accuracy.py grid --jobs jobs.jsonl --workers 8 --device cuda  # many runs at once
 
 A grid job is one JSON object per line: {"task": ..., "method": ..., "seed": ..., and optionally
-"lr", "prompt_length", "epochs", "max_train_rows", "eval_every", "prefix_from_layer"}. Jobs run
+"lr", "prompt_length", "epochs", "max_train_rows", "eval_every", "prefix_from_layer", "backbone"}. Jobs run
 in worker processes (on one GPU, several small runs at once keep it busy); each finished run is
 appended to --results at once, so a grid stopped midway keeps what it finished.
 
 `table` prints every run of --results, or only those trained on --device (runs recorded before the
 field existed were on cpu) and/or matching a job of a --grid (a name in benchmarks/grids/ or a path;
 repeatable): the tables of docs/accuracy.md and the README are printed by the commands they cite.
+
+--backbone names the frozen encoder (`ipt-edge train --backbone`: a packaged name such as
+all-mpnet-base-v2, or a folder); runs record it as "backbone" (runs recorded before the field were on
+the default, all-MiniLM-L6-v2), and `table` marks the method of a run on another backbone
+("probe (all-mpnet-base-v2)") and, with --backbone, prints only that backbone's runs. Pair tasks (rte,
+cb, boolq) read their second text from the task's text_pair_column. cb and boolq have no split folder
+from ipt_edge_export.datasets: `python benchmarks/accuracy.py split --task cb` (or boolq) writes one
+from ../shared/data, seeded (cb: 50 of train.tsv's 250 rows as dev, dev.tsv's 56 as test; boolq:
+val.tsv's 3,270 rows as 2,270 train / 500 dev / 500 test, as ../shared/README.md suggests).
 
 Methods: probe and finetune (baselines.py), and every generator family of `ipt-edge train`
 (ipt_edge_export.model.GENERATORS). Rows of the prepended-prompt generators (static, mlp-deep, ...)
@@ -27,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -38,7 +48,16 @@ TASKS = {  # split folders written by ipt_edge_export.datasets
     },
     "agnews": {"folder": "work/agnews", "text_column": "text", "labels": None},
     "rte": {"folder": "work/rte", "text_column": "sentence1", "text_pair_column": "sentence2", "labels": None},
+    "cb": {"folder": "work/cb", "text_column": "text", "text_pair_column": "text_pair", "labels": None},
+    "boolq": {"folder": "work/boolq", "text_column": "text", "text_pair_column": "text_pair", "labels": None},
 }  # fmt: skip
+# ipt_edge_export.backbones.DEFAULT_BACKBONE, restated: `table` runs without torch.
+DEFAULT_BACKBONE = "all-MiniLM-L6-v2"
+# Split folders `split` writes from ../shared/data (the others: python -m ipt_edge_export.datasets).
+SPLITS = {  # task: (folder in --data, {part: (file, rows, or None for the rest), in the order taken})
+    "cb": ("cb", {"dev": ("train.tsv", 50), "train": ("train.tsv", None), "test": ("dev.tsv", None)}),
+    "boolq": ("boolq", {"dev": ("val.tsv", 500), "test": ("val.tsv", 500), "train": ("val.tsv", None)}),
+}
 BASELINES = ("probe", "finetune")
 BASELINE_LR = {"probe": 1e-3, "finetune": 3e-5}
 
@@ -58,11 +77,17 @@ def run_one(task: str, method: str, seed: int, args: argparse.Namespace) -> dict
 
     spec = TASKS[task]
     folder = Path(spec["folder"])
-    tests = {"test": folder / "test.tsv", **{k: Path(v) for k, v in spec.get("cross", {}).items()}}
+    cross = {k: Path(v) for k, v in spec.get("cross", {}).items()}
+    for name, path in cross.items():
+        if not path.is_file():  # the table shows "–" for it; docs/accuracy.md says how to make them
+            print(f"note: {path} does not exist: {task} runs are not tested on {name}", file=sys.stderr)
+    tests = {"test": folder / "test.tsv", **{k: v for k, v in cross.items() if v.is_file()}}
     variant = f"-p{args.prompt_length}" if args.prompt_length != 16 else ""
     variant += f"-lr{args.lr:g}" if args.lr else ""
     variant += f"-from-{args.init_generator.name}" if args.init_generator else ""
     variant += f"-k{args.prefix_from_layer}" if args.prefix_from_layer else ""
+    backbone_name = getattr(args, "backbone", None) or DEFAULT_BACKBONE
+    variant += f"-{Path(backbone_name).name}" if backbone_name != DEFAULT_BACKBONE else ""
     options = TrainOptions(
         train_file=folder / "train.tsv", dev_file=folder / "dev.tsv",
         out_dir=Path(args.work) / f"{task}-{method}{variant}-{seed}", text_column=spec["text_column"],
@@ -72,6 +97,7 @@ def run_one(task: str, method: str, seed: int, args: argparse.Namespace) -> dict
         max_train_rows=args.max_train_rows, eval_every=args.eval_every, threads=args.threads,
         lr=args.lr or default_lr(method), init_generator=args.init_generator,
         device=args.device, **({"prefix_from_layer": args.prefix_from_layer} if args.prefix_from_layer else {}),
+        backbone=backbone_name,
     )  # fmt: skip
     started = time.perf_counter()
     if method in BASELINES:
@@ -95,6 +121,8 @@ def run_one(task: str, method: str, seed: int, args: argparse.Namespace) -> dict
                   init_generator=str(args.init_generator or ""), threads=args.threads, device=args.device,
                   prefix_from_layer=args.prefix_from_layer,
                   seconds=round(time.perf_counter() - started, 1))  # fmt: skip
+    if backbone_name != DEFAULT_BACKBONE:  # runs on the default keep the fields they always had
+        report["backbone"] = backbone_name
     return report
 
 
@@ -111,6 +139,8 @@ def label(r: dict) -> str:
         extras.append(f"from layer {r['prefix_from_layer']}")
     if r.get("init_generator") and r["method"] not in BASELINES:
         extras.append(f"generator from {Path(r['init_generator']).name}")
+    if r.get("backbone", DEFAULT_BACKBONE) != DEFAULT_BACKBONE:
+        extras.append(Path(r["backbone"]).name)
     return r["method"] + (f" ({', '.join(extras)})" if extras else "")
 
 
@@ -126,7 +156,13 @@ def grid_jobs(grid: str) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-JOB_DEFAULTS = {"epochs": 1.0, "max_train_rows": None, "prompt_length": 16, "prefix_from_layer": 0}
+JOB_DEFAULTS = {
+    "epochs": 1.0,
+    "max_train_rows": None,
+    "prompt_length": 16,
+    "prefix_from_layer": 0,
+    "backbone": DEFAULT_BACKBONE,
+}
 
 
 def from_job(r: dict, job: dict) -> bool:
@@ -137,10 +173,12 @@ def from_job(r: dict, job: dict) -> bool:
     return all((r.get(k) or JOB_DEFAULTS[k]) == (job.get(k) or JOB_DEFAULTS[k]) for k in JOB_DEFAULTS)
 
 
-def table(results_file: Path, device: str | None = None, grids: list[str] | None = None) -> str:
+def table(
+    results_file: Path, device: str | None = None, grids: list[str] | None = None, backbone: str | None = None
+) -> str:
     """Markdown: one row per (task, method and variant, training budget), best first within a budget;
     then, where a task has them, the cross-dataset tests of the same runs. Only runs trained on
-    `device`, and only runs of a job of one of `grids`, when given."""
+    `device`, only runs of a job of one of `grids`, and only runs on `backbone`, when given."""
     jobs = [job for grid in grids or [] for job in grid_jobs(grid)]
     rows: dict[tuple, list[dict]] = {}
     for line in results_file.read_text().splitlines():
@@ -150,6 +188,8 @@ def table(results_file: Path, device: str | None = None, grids: list[str] | None
         if device and r.get("device", "cpu") != device:  # runs before the field: all on cpu
             continue
         if grids and not any(from_job(r, job) for job in jobs):
+            continue
+        if backbone and r.get("backbone", DEFAULT_BACKBONE) != backbone:  # runs before the field: default
             continue
         rows.setdefault((r["task"], label(r), r["train_rows"], r["epochs"]), []).append(r)
 
@@ -231,11 +271,34 @@ def grid(args: argparse.Namespace) -> None:
             print(f"[{done}/{len(jobs)}] {json.dumps(report)[:300]}", flush=True)
 
 
+def split(task: str, source: Path, out: Path, seed: int = 0) -> dict[str, int]:
+    """A seeded split folder (train.tsv, dev.tsv, test.tsv) for a task of SPLITS; rows are copied as
+    they are (plain TSV lines: no quoting, as in ../shared/data)."""
+    import random
+
+    parts = SPLITS[task][1]
+    lines: dict[str, tuple[str, list[str]]] = {}
+    for file in {file for file, _ in parts.values()}:
+        header, *rows = (source / file).read_text(encoding="utf-8").splitlines()
+        rows = [row for row in rows if row.strip()]
+        random.Random(seed).shuffle(rows)
+        lines[file] = (header, rows)
+    out.mkdir(parents=True, exist_ok=True)
+    counts = {}
+    for part, (file, size) in parts.items():  # in order: fixed-size parts first take their rows
+        header, rows = lines[file]
+        taken = rows[:size] if size is not None else rows
+        lines[file] = (header, rows[len(taken) :])
+        (out / f"{part}.tsv").write_text("\n".join([header, *taken]) + "\n", encoding="utf-8")
+        counts[part] = len(taken)
+    return counts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("command", choices=["run", "table", "grid"])
+    parser.add_argument("command", choices=["run", "table", "grid", "split"])
     parser.add_argument("--task", choices=sorted(TASKS))
     parser.add_argument("--method", help="probe, finetune, or a generator family (e.g. mlp-prefix)")
     parser.add_argument("--seeds", default="0")
@@ -251,6 +314,11 @@ def main() -> None:
     parser.add_argument("--init-generator", type=Path, help="a checkpoint whose generator starts training")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--prefix-from-layer", type=int, default=0, help="first layer given a prefix")
+    parser.add_argument(
+        "--backbone",
+        help=f"run/grid: the frozen encoder (default {DEFAULT_BACKBONE}); table: only runs on it",
+    )
+    parser.add_argument("--data", type=Path, default=Path("../shared/data"), help="split: ../shared/data")
     parser.add_argument(
         "--device", help="cpu (default) or cuda, for training and evaluation; table: only runs trained there"
     )
@@ -270,7 +338,15 @@ def main() -> None:
         for name in args.grid or []:
             if not (Path(name) if name.endswith(".jsonl") else GRIDS / f"{name}.jsonl").is_file():
                 parser.error(f"--grid {name}: no such grid (benchmarks/grids/ has {known})")
-        print(table(args.results, args.device, args.grid))
+        print(table(args.results, args.device, args.grid, args.backbone))
+        return
+    if args.command == "split":
+        if args.task not in SPLITS:
+            parser.error(
+                f"split: --task must be one of {', '.join(SPLITS)} (the others: ipt_edge_export.datasets)"
+            )
+        counts = split(args.task, args.data / SPLITS[args.task][0], Path(TASKS[args.task]["folder"]))
+        print(f"{TASKS[args.task]['folder']}: {counts}")
         return
     args.device = args.device or "cpu"
     if args.command == "grid":

@@ -6,7 +6,14 @@
 Contestants: each CHECKPOINT is exported here (a fused bundle with an int8 encoder, and an unfused
 one, cached in --work); each `--bundle PATH` (repeatable) is an exported bundle run as it is, of
 any generator family (it is loaded through ipt_edge.Classifier.load). With several contestants their
-configs are named `ipt-fused@NAME` etc. (NAME: the checkpoint's or bundle's folder name).
+configs are named `ipt-fused@NAME` etc. (NAME: the checkpoint's or bundle's folder name), and a
+second table puts the contestants side by side: backbone, accuracy, rows/s fp32 and int8, bundle MB,
+cold start and peak RSS. Contestants may have different backbones (choosing a backbone:
+
+    python benchmarks/bench.py --bundle bundle-minilm --bundle bundle-mpnet --data work/sst2/test.tsv \\
+        --text-column sentence --rows 2000 --threads 2 --rounds 3
+
+); the peers below are one backbone's, so they are then left out unless --configs names them.
 
 Every configuration runs in a fresh process (so cold start and peak RSS are its own), on the same
 rows, tokenizer, batch size and thread count:
@@ -138,6 +145,19 @@ def optimum_available() -> bool:
         return False
 
 
+def backbones_of(people: list[Contestant]) -> dict[str, str]:
+    """Each contestant's backbone sha256 (its bundle's manifest; a checkpoint's before its export)."""
+    from ipt_edge.manifest import read_manifest
+    from ipt_edge_export.checkpoint import read_checkpoint
+
+    return {
+        p.name: read_manifest(p.bundle).backbone.sha256
+        if p.bundle.exists()
+        else read_checkpoint(p.checkpoint).meta["backbone"]["sha256"]
+        for p in people
+    }
+
+
 def prepare(args: argparse.Namespace, people: list[Contestant], wanted: set[str]) -> None:
     """Bundles of checkpoint contestants; the backbone-alone and optimum graphs; cached in --work."""
     from ipt_edge.manifest import read_manifest
@@ -159,7 +179,10 @@ def prepare(args: argparse.Namespace, people: list[Contestant], wanted: set[str]
         return
     shas = {person.name: read_manifest(person.bundle).backbone.sha256 for person in people}
     if len(set(shas.values())) > 1:
-        raise SystemExit(f"the contestants have different backbones (sha256 {shas}); peers need one")
+        raise SystemExit(
+            f"the contestants have different backbones (sha256 {shas}); the backbone and optimum peers "
+            "need one: leave them out of --configs (e.g. --configs ipt-fused@NAME,ipt-int8@NAME,...)"
+        )
     graphs = graphs_dir(args, people[0])
     graphs.mkdir(parents=True, exist_ok=True)
     backbone = None
@@ -470,9 +493,9 @@ def table(results: dict[str, dict], peak: float) -> str:
     bases = [("torch arrival", base("torch-arrival")), ("torch sorted", base("torch-sorted")),
              ("plain backbone at T (fused)", base("backbone-T-fused"))]  # fmt: skip
     bases = [(label, value) for label, value in bases if value]
-    header = "| config | rows/s | " + " | ".join(f"× {label}" for label, _ in bases)
+    header = "| config | rows/s |" + "".join(f" × {label} |" for label, _ in bases)  # no peers: no ratio
     lines = [
-        header + " | p50 ms | p95 ms | cold start s | peak RSS MB | accuracy | GFLOP/s (share of peak) |",
+        header + " p50 ms | p95 ms | cold start s | peak RSS MB | accuracy | GFLOP/s (share of peak) |",
         "|---|---|" + "---|" * len(bases) + "---|---|---|---|---|---|",
     ]
     for name, r in results.items():
@@ -482,6 +505,55 @@ def table(results: dict[str, dict], peak: float) -> str:
         lines.append(
             f"| {name} | {r['rows_per_s']:.1f} |{ratios} {r['p50_ms']:.1f} | {r['p95_ms']:.1f} "
             f"| {r['cold_start_s']:.2f} | {r['peak_rss_mb']:.0f} | {accuracy} | {flops} |"
+        )
+    return "\n".join(lines)
+
+
+def bundle_mb(bundle: Path) -> dict[str, float]:
+    """MB (1e6 bytes) of a bundle's files as its manifest records them: all of them ("all", plus
+    manifest.json), and those each precision runs ("fp32", "int8": tokenizer, embed, the encoder of
+    that precision, the tasks' files)."""
+    from ipt_edge.manifest import MANIFEST, read_manifest
+
+    manifest = read_manifest(bundle)
+    sizes = {path: record.size for path, record in manifest.files.items()}
+    total = sum(sizes.values()) + (bundle / MANIFEST).stat().st_size
+    fp32 = sum(size for path, size in sizes.items() if path != manifest.encoder.int8_file)
+    result = {"all": total / 1e6, "fp32": fp32 / 1e6}
+    if manifest.encoder.int8_file:
+        result["int8"] = sum(size for path, size in sizes.items() if path != manifest.encoder.file) / 1e6
+    return result
+
+
+def contestant_table(results: dict[str, dict], people: list[Contestant], many: bool) -> str:
+    """One row per contestant: its backbone and task, and its ipt-fused (fp32) and ipt-int8 figures
+    (medians over the rounds; "–" where that config did not run)."""
+    from ipt_edge.manifest import read_manifest
+
+    lines = [
+        "| contestant | backbone | task | accuracy fp32 / int8 | rows/s fp32 | rows/s int8 | bundle MB "
+        "(all files; fp32 / int8 run) | cold start s fp32 / int8 | peak RSS MB fp32 / int8 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for person in people:
+        manifest = read_manifest(person.bundle)
+        bb = manifest.backbone
+        task = manifest.task(person.task)[1]
+        fp32 = results.get(config_name("ipt-fused", person, many), {})
+        int8 = results.get(config_name("ipt-int8", person, many), {})
+
+        def pair(key: str, form: str, a: dict = fp32, b: dict = int8) -> str:
+            return " / ".join(form.format(r[key]) if key in r else "–" for r in (a, b))
+
+        sizes = bundle_mb(person.bundle)
+        size = f"{sizes['all']:.1f} ({sizes['fp32']:.1f} / " + (
+            f"{sizes['int8']:.1f})" if "int8" in sizes else "–)"
+        )
+        speed = " | ".join(f"{r['rows_per_s']:.1f}" if r else "–" for r in (fp32, int8))
+        lines.append(
+            f"| {person.name} | {bb.name} ({bb.model_type}, {bb.num_layers} layers, hidden {bb.hidden_size}) "
+            f"| {task.generator}, P={task.prompt_length} | {pair('accuracy', '{:.4f}')} | {speed} | {size} "
+            f"| {pair('cold_start_s', '{:.2f}')} | {pair('peak_rss_mb', '{:.0f}')} |"
         )
     return "\n".join(lines)
 
@@ -532,14 +604,17 @@ def peer_table(runs: dict[str, list[dict]]) -> tuple[str, list[str]]:
 # ---------------------------------------------------------------------------------------------
 
 
-def default_configs(people: list[Contestant]) -> list[str]:
+def default_configs(people: list[Contestant], peers: bool = True) -> list[str]:
+    """Every config that applies; without `peers` (contestants of different backbones), no backbone
+    or optimum peer."""
     from ipt_edge.manifest import read_manifest
 
     configs = list(TORCH) if any(p.checkpoint for p in people) else []
-    configs += BACKBONE
-    if optimum_available():
+    if peers:
+        configs += BACKBONE
+    if peers and optimum_available():
         configs += OPTIMUM
-    else:
+    elif peers:
         log('optimum is not installed (pip install -e ".[export,bench]"): the optimum configs are left out')
     many = len(people) > 1
     for person in people:
@@ -606,8 +681,12 @@ def main() -> None:
     kinds = {split_config(c)[0] for c in requested} or {*TORCH, *BACKBONE, *IPT, *OPTIMUM}
     if not requested and not optimum_available():
         kinds -= set(OPTIMUM)
+    peers = len(set(backbones_of(people).values())) == 1
+    if not requested and not peers:
+        log("the contestants have different backbones: the backbone and optimum peers are left out")
+        kinds -= {*BACKBONE, *OPTIMUM}
     prepare(args, people, kinds)
-    configs = requested or default_configs(people)
+    configs = requested or default_configs(people, peers)
     # A shared VM's speed drifts by tens of percent over minutes: every config runs once per round,
     # rounds are interleaved, and the table shows each figure's median over the rounds.
     runs: dict[str, list[dict]] = {config: [] for config in configs}
@@ -654,12 +733,16 @@ def main() -> None:
     print(f"fp32 GEMM peak through ONNX Runtime (2048³ MatMul, best of {len(peaks)} rounds): {peak:.1f} GFLOP/s "
           f"(rounds: {', '.join(f'{p:.0f}' for p in peaks)}); figures below: medians of {args.rounds} rounds\n")  # fmt: skip
     print(table(results, peak))
+    if len(people) > 1:
+        print("\nper contestant (fp32: ipt-fused, int8: ipt-int8; medians of the rounds; MB = 1e6 bytes)\n")
+        print(contestant_table(results, people, True))
     peers, targets = peer_table(runs)
-    print(
-        f"\nipt-edge against its peers: medians of the per-round ratios (min–max over {args.rounds} rounds)\n"
-    )
-    print(peers)
-    print()
+    if any(kind in runs for kind in (*BACKBONE, *OPTIMUM)):  # no peer ran: no ratios to show
+        print(
+            f"\nipt-edge against its peers: medians of the per-round ratios (min–max over {args.rounds} rounds)\n"
+        )
+        print(peers)
+        print()
     for line in targets:
         print(line)
     first = next((p for p in people if p.checkpoint), None)

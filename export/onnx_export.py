@@ -40,7 +40,7 @@ from ipt_edge.manifest import (
 from ipt_edge.pipeline import Bundle
 from ipt_edge.tables import TableError, read_labelled
 from ipt_edge.tokenization import TextEncoder
-from ipt_edge_export.architectures import ArchitectureBackbone, word_embeddings
+from ipt_edge_export.architectures import ArchitectureBackbone, architecture, word_embeddings
 from ipt_edge_export.checkpoint import Backbone, model_from_checkpoint, read_checkpoint
 from ipt_edge_export.model import FrozenBackbone, IPTModel, position_offset
 
@@ -207,9 +207,15 @@ def quantize_encoder(source: Path, target: Path) -> None:
 
     # The quantizer logs "Please consider to run pre-processing before quantization" through the
     # root logger. That pre-processing (shape inference and ORT's graph optimizations) is done
-    # already: the graph is fused at export. Silence that one message, and only it.
+    # already: the graph is fused at export. Silence that message. On MPNet's unfused graph
+    # (export_encoder) it also logs, once per layer, a multi-line "Inference failed or unsupported
+    # type to quantize for tensor '/Slice_N_output_0'": integer shape arithmetic (the pads that widen
+    # layer N's position bias over the prefix slots), which nothing quantizes anyway. Silence those
+    # two, and only them.
     root = logging.getLogger()
-    skip_hint = _DropMessage("Please consider to run pre-processing")
+    skip_hint = _DropMessage(
+        "Please consider to run pre-processing", "Inference failed or unsupported type to quantize"
+    )
     root.addFilter(skip_hint)
     try:
         quantize_dynamic(
@@ -221,12 +227,12 @@ def quantize_encoder(source: Path, target: Path) -> None:
 
 
 class _DropMessage(logging.Filter):
-    def __init__(self, start: str):
+    def __init__(self, *starts: str):
         super().__init__()
-        self.start = start
+        self.starts = starts
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(self.start)
+        return not record.getMessage().startswith(self.starts)
 
 
 def export_shared(backbone: Backbone, folder: Path) -> None:
@@ -309,9 +315,10 @@ def export_encoder(
             feed_prefix_through_past(path, layers, heads, hidden // heads)
             declare_inputs(path, spec.inputs, known)
             return fusions
+        expected = "" if architecture(config).ort_fuses else " (as expected for this architecture)"
         log(
             f"ONNX Runtime fused attention in {fusions.get('Attention', 0)} of {layers} layers of this "
-            f"{config.model_type}: the backbone graph is written unfused (the same inputs and outputs)"
+            f"{config.model_type}{expected}: the backbone graph is written unfused (the same inputs and outputs)"
         )
     mask = torch.ones(batch, layers, prompt, dtype=torch.int64)
     mask[:, 0] = 0  # some layers without a prefix, as a task with prefix_from_layer > 0 gives
