@@ -148,14 +148,15 @@ def optimum_available() -> bool:
 def backbones_of(people: list[Contestant]) -> dict[str, str]:
     """Each contestant's backbone sha256 (its bundle's manifest; a checkpoint's before its export)."""
     from ipt_edge.manifest import read_manifest
-    from ipt_edge_export.checkpoint import read_checkpoint
 
-    return {
-        p.name: read_manifest(p.bundle).backbone.sha256
-        if p.bundle.exists()
-        else read_checkpoint(p.checkpoint).meta["backbone"]["sha256"]
-        for p in people
-    }
+    def sha256(person: Contestant) -> str:
+        if person.bundle.exists():  # bundles alone need no torch (the runtime tests run this without it)
+            return read_manifest(person.bundle).backbone.sha256
+        from ipt_edge_export.checkpoint import read_checkpoint
+
+        return read_checkpoint(person.checkpoint).meta["backbone"]["sha256"]
+
+    return {person.name: sha256(person) for person in people}
 
 
 def prepare(args: argparse.Namespace, people: list[Contestant], wanted: set[str]) -> None:

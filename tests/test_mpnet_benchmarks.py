@@ -1,7 +1,7 @@
 """What issue #17 (choosing a backbone) added to the benchmark scripts: a run's backbone in
 benchmarks/accuracy.py (recorded, shown, filtered; rows of the default backbone print as before),
-its pair-task split folders, and benchmarks/bench.py's side-by-side table of contestants. Runtime
-only (the committed tiny bundles); no torch, no ../shared."""
+its pair-task split folders, and benchmarks/bench.py's side-by-side table of contestants. The committed
+tiny bundles, no ../shared; the bench.py test is marked export (the script needs torch)."""
 
 from __future__ import annotations
 
@@ -72,6 +72,7 @@ def test_accuracy_split_writes_seeded_pair_task_folders(tmp_path):
     assert all(accuracy.TASKS[t]["text_pair_column"] for t in ("cb", "boolq", "rte"))
 
 
+@pytest.mark.export  # benchmarks/bench.py needs the export extra (docs/performance.md), even for bundles
 def test_bench_puts_contestants_side_by_side(tmp_path):
     other = shutil.copytree(SENTIMENT_BUNDLE, tmp_path / "other")
     data = write_tsv(tmp_path / "rows.tsv", ["text", "label"], sentiment_rows(12, seed=3))
