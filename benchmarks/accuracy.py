@@ -86,7 +86,7 @@ def run_one(task: str, method: str, seed: int, args: argparse.Namespace) -> dict
     variant += f"-lr{args.lr:g}" if args.lr else ""
     variant += f"-from-{args.init_generator.name}" if args.init_generator else ""
     variant += f"-k{args.prefix_from_layer}" if args.prefix_from_layer else ""
-    backbone_name = getattr(args, "backbone", None) or DEFAULT_BACKBONE
+    backbone_name = args.backbone or DEFAULT_BACKBONE
     variant += f"-{Path(backbone_name).name}" if backbone_name != DEFAULT_BACKBONE else ""
     options = TrainOptions(
         train_file=folder / "train.tsv", dev_file=folder / "dev.tsv",

@@ -178,7 +178,7 @@ def prepare(args: argparse.Namespace, people: list[Contestant], wanted: set[str]
             export_checkpoint(person.checkpoint, person.plain, task="task", optimize=False, log=quiet)
     if not wanted & {*BACKBONE, *OPTIMUM}:
         return
-    shas = {person.name: read_manifest(person.bundle).backbone.sha256 for person in people}
+    shas = backbones_of(people)
     if len(set(shas.values())) > 1:
         raise SystemExit(
             f"the contestants have different backbones (sha256 {shas}); the backbone and optimum peers "
@@ -613,10 +613,12 @@ def default_configs(people: list[Contestant], peers: bool = True) -> list[str]:
     configs = list(TORCH) if any(p.checkpoint for p in people) else []
     if peers:
         configs += BACKBONE
-    if peers and optimum_available():
-        configs += OPTIMUM
-    elif peers:
-        log('optimum is not installed (pip install -e ".[export,bench]"): the optimum configs are left out')
+        if optimum_available():
+            configs += OPTIMUM
+        else:
+            log(
+                'optimum is not installed (pip install -e ".[export,bench]"): the optimum configs are left out'
+            )
     many = len(people) > 1
     for person in people:
         manifest = read_manifest(person.bundle)
@@ -682,12 +684,12 @@ def main() -> None:
     kinds = {split_config(c)[0] for c in requested} or {*TORCH, *BACKBONE, *IPT, *OPTIMUM}
     if not requested and not optimum_available():
         kinds -= set(OPTIMUM)
-    peers = len(set(backbones_of(people).values())) == 1
-    if not requested and not peers:
+    one_backbone = len(set(backbones_of(people).values())) == 1
+    if not requested and not one_backbone:
         log("the contestants have different backbones: the backbone and optimum peers are left out")
         kinds -= {*BACKBONE, *OPTIMUM}
     prepare(args, people, kinds)
-    configs = requested or default_configs(people, peers)
+    configs = requested or default_configs(people, one_backbone)
     # A shared VM's speed drifts by tens of percent over minutes: every config runs once per round,
     # rounds are interleaved, and the table shows each figure's median over the rounds.
     runs: dict[str, list[dict]] = {config: [] for config in configs}
