@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from ipt_edge.atomic import share_files, temp_dir_beside
+from ipt_edge.atomic import commit, share_files, temp_dir_beside
 from ipt_edge.manifest import sha256_file
 from ipt_edge_export import backbones
 from ipt_edge_export.backbones import DEFAULT_BACKBONE
@@ -155,7 +155,7 @@ def save_checkpoint(
         if out_dir.exists():
             old = temp_dir_beside(out_dir)
             os.replace(out_dir, old / out_dir.name)
-        os.replace(temp, out_dir)
+        commit(temp, out_dir)
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         if old is not None and not out_dir.exists():

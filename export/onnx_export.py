@@ -23,7 +23,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ipt_edge import graphs
-from ipt_edge.atomic import share_files, temp_dir_beside
+from ipt_edge.atomic import commit, share_files, temp_dir_beside
 from ipt_edge.classifier import Classifier
 from ipt_edge.manifest import (
     MANIFEST,
@@ -486,7 +486,7 @@ def export_checkpoint(
         share_files(stage)
         if bundle_dir.is_dir():
             bundle_dir.rmdir()  # existed, but empty
-        os.replace(stage, bundle_dir)
+        commit(stage, bundle_dir)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
@@ -557,7 +557,7 @@ def _add_task(
                 os.replace(final, old / name)
             else:  # left by an export that stopped before its manifest was written
                 shutil.rmtree(final)
-        os.replace(stage, final)
+        commit(stage, final)
         if name in manifest.tasks:
             for stale in (manifest.tasks[name].generator_file, manifest.tasks[name].head_file):
                 updated.files.pop(stale, None)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ipt_edge.atomic import write_text_atomic
+from ipt_edge.atomic import commit, write_text_atomic
 from ipt_edge.tables import (
     AtomicTableWriter,
     Chunk,
@@ -627,7 +626,7 @@ def _publish(sidecar: Path, out: Path, state: _State, report: ScoreReport) -> Sc
     final = sidecar / state.final if state.final else None
     if final is not None and final.exists():
         try:
-            os.replace(final, out)
+            commit(final, out)
         except OSError as error:
             raise TableError(f"{out}: cannot write it ({error.strerror or error})") from None
     else:

@@ -48,7 +48,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from ipt_edge.atomic import umask
+from ipt_edge.atomic import commit, umask
 from ipt_edge.tokenization import Text
 
 if TYPE_CHECKING:
@@ -682,7 +682,7 @@ class AtomicTableWriter:
     def commit(self) -> None:
         self.finish()
         try:
-            os.replace(self._temp, self.path)
+            commit(self._temp, self.path)
         except OSError as error:
             self.abort()
             raise _os_error(self.path, error, "write it") from None

@@ -16,6 +16,8 @@ from typing import Annotated, NoReturn
 
 import typer
 
+from ipt_edge.atomic import Stopped, request_stop
+
 app = typer.Typer(
     help="Instance-wise prompt-tuned classifiers: train on a frozen backbone, export to ONNX, run anywhere."
     "\n\nExit codes: 0 done; 2 bad input (the message names the file, line or field); 130/143 stopped by "
@@ -96,23 +98,10 @@ def export_side(module: str) -> ModuleType:
         )
 
 
-class Stopped(BaseException):
-    """SIGTERM or Ctrl-C. A BaseException, so every `except Exception` lets it through to the
-    clean-up code (temporary files removed, previous outputs untouched) on its way out."""
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
-
-
-def _stop(signum: int, frame: object) -> None:
-    raise Stopped(signum)
-
-
 def main() -> None:
     """The `ipt-edge` entry point: the typer app, with SIGTERM handled as Ctrl-C is."""
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
     try:
         app()
     except Stopped as stopped:

@@ -1,0 +1,38 @@
+"""A stop (SIGTERM, Ctrl-C) publishes nothing, even when the Stopped its handler raised was lost."""
+
+import signal
+
+import pytest
+
+from ipt_edge import atomic
+
+
+@pytest.fixture
+def stop_asked(monkeypatch):
+    """The state a handler leaves when its Stopped was dropped (raised inside a finalizer)."""
+    monkeypatch.setattr(atomic, "stop_signal", signal.SIGTERM)
+
+
+def test_the_handler_records_the_signal_and_raises(monkeypatch):
+    monkeypatch.setattr(atomic, "stop_signal", None)
+    with pytest.raises(atomic.Stopped) as stopped:
+        atomic.request_stop(signal.SIGTERM)
+    assert stopped.value.signum == signal.SIGTERM and atomic.stop_signal == signal.SIGTERM
+
+
+def test_a_commit_after_a_lost_stop_is_refused_and_the_old_file_stays(stop_asked, tmp_path):
+    path = tmp_path / "out.json"
+    path.write_text("old")
+    with pytest.raises(atomic.Stopped):
+        atomic.write_text_atomic(path, "new")
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_a_commit_without_a_stop_replaces_the_target(monkeypatch, tmp_path):
+    monkeypatch.setattr(atomic, "stop_signal", None)
+    source, target = tmp_path / "new", tmp_path / "out"
+    source.write_text("new")
+    target.write_text("old")
+    atomic.commit(source, target)
+    assert target.read_text() == "new" and not source.exists()
