@@ -1,5 +1,6 @@
 """A stop (SIGTERM, Ctrl-C) publishes nothing, even when the Stopped its handler raised was lost."""
 
+import importlib
 import signal
 
 import pytest
@@ -36,3 +37,18 @@ def test_a_commit_without_a_stop_replaces_the_target(monkeypatch, tmp_path):
     target.write_text("old")
     atomic.commit(source, target)
     assert target.read_text() == "new" and not source.exists()
+
+
+def test_a_command_that_ends_after_a_lost_stop_exits_as_stopped(monkeypatch):
+    cli = importlib.import_module("ipt_edge.cli.app")  # the module (ipt_edge.cli.app is also the Typer app)
+
+    def finishes_anyway():
+        atomic.stop_signal = signal.SIGTERM  # what the handler left; its Stopped was dropped
+        raise SystemExit(0)  # how a typer app ends
+
+    monkeypatch.setattr(atomic, "stop_signal", None)
+    monkeypatch.setattr(cli, "app", finishes_anyway)
+    monkeypatch.setattr(cli.signal, "signal", lambda *args: None)  # keep pytest's own handlers
+    with pytest.raises(SystemExit) as exit:
+        cli.main()
+    assert exit.value.code == 128 + signal.SIGTERM

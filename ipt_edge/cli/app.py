@@ -16,6 +16,7 @@ from typing import Annotated, NoReturn
 
 import typer
 
+from ipt_edge import atomic
 from ipt_edge.atomic import Stopped, request_stop
 
 app = typer.Typer(
@@ -105,9 +106,17 @@ def main() -> None:
     try:
         app()
     except Stopped as stopped:
-        name = signal.Signals(stopped.signum).name
-        typer.secho(f"stopped by {name}: nothing half-written was left behind", err=True, fg=typer.colors.RED)
-        sys.exit(128 + stopped.signum)
+        _exit_stopped(stopped.signum)
+    except SystemExit:  # how the app always ends; a stop whose Stopped was lost still counts
+        if atomic.stop_signal is not None:
+            _exit_stopped(atomic.stop_signal)
+        raise
+
+
+def _exit_stopped(signum: int) -> NoReturn:
+    name = signal.Signals(signum).name
+    typer.secho(f"stopped by {name}: nothing half-written was left behind", err=True, fg=typer.colors.RED)
+    sys.exit(128 + signum)
 
 
 def open_bundle(
