@@ -159,8 +159,11 @@ def backbones_of(people: list[Contestant]) -> dict[str, str]:
     return {person.name: sha256(person) for person in people}
 
 
-def prepare(args: argparse.Namespace, people: list[Contestant], wanted: set[str]) -> None:
-    """Bundles of checkpoint contestants; the backbone-alone and optimum graphs; cached in --work."""
+def prepare(
+    args: argparse.Namespace, people: list[Contestant], wanted: set[str], shas: dict[str, str]
+) -> None:
+    """Bundles of checkpoint contestants; the backbone-alone and optimum graphs (for the one backbone
+    of `shas`, backbones_of(people)); cached in --work."""
     from ipt_edge.manifest import read_manifest
     from ipt_edge_export.onnx_export import Calibration, export_checkpoint
 
@@ -178,7 +181,6 @@ def prepare(args: argparse.Namespace, people: list[Contestant], wanted: set[str]
             export_checkpoint(person.checkpoint, person.plain, task="task", optimize=False, log=quiet)
     if not wanted & {*BACKBONE, *OPTIMUM}:
         return
-    shas = backbones_of(people)
     if len(set(shas.values())) > 1:
         raise SystemExit(
             f"the contestants have different backbones (sha256 {shas}); the backbone and optimum peers "
@@ -684,11 +686,12 @@ def main() -> None:
     kinds = {split_config(c)[0] for c in requested} or {*TORCH, *BACKBONE, *IPT, *OPTIMUM}
     if not requested and not optimum_available():
         kinds -= set(OPTIMUM)
-    one_backbone = len(set(backbones_of(people).values())) == 1
+    shas = backbones_of(people)
+    one_backbone = len(set(shas.values())) == 1
     if not requested and not one_backbone:
         log("the contestants have different backbones: the backbone and optimum peers are left out")
         kinds -= {*BACKBONE, *OPTIMUM}
-    prepare(args, people, kinds)
+    prepare(args, people, kinds, shas)
     configs = requested or default_configs(people, one_backbone)
     # A shared VM's speed drifts by tens of percent over minutes: every config runs once per round,
     # rounds are interleaved, and the table shows each figure's median over the rounds.
