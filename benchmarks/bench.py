@@ -46,6 +46,7 @@ The optimum configs need the `bench` extra (pip install -e ".[export,bench]").
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -99,11 +100,21 @@ def contestants(args: argparse.Namespace) -> list[Contestant]:
 
     for checkpoint in args.checkpoint:
         name = unique(checkpoint)
-        folder = args.work / name
+        # Exports are cached per checkpoint content: a retrained checkpoint in the same folder gets a
+        # fresh export, never the previous one's bundle.
+        folder = args.work / name / checkpoint_digest(checkpoint)
         found.append(Contestant(name, folder / "bundle-fused", folder / "bundle-plain", checkpoint, "task"))
     for bundle in args.bundle:
         found.append(Contestant(unique(bundle), bundle, None, None, args.task))
     return found
+
+
+def checkpoint_digest(checkpoint: Path) -> str:
+    """The first 12 hex digits of the sha256 of a checkpoint's config and weights."""
+    digest = hashlib.sha256()
+    for file in ("config.json", "weights.safetensors"):
+        digest.update((checkpoint / file).read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def config_name(kind: str, contestant: Contestant, many: bool) -> str:
