@@ -87,7 +87,10 @@ def main() -> None:
             inner = getattr(session, method)
 
             def run(names, feeds):
-                batches.append({k: v if isinstance(v, np.ndarray) else v.numpy() for k, v in feeds.items()})
+                # OrtValue.numpy() is a view that dies with its OrtValue: copy what is kept.
+                batches.append(
+                    {k: np.array(v if isinstance(v, np.ndarray) else v.numpy()) for k, v in feeds.items()}
+                )
                 return inner(names, feeds)
 
             setattr(session, method, run)
