@@ -22,7 +22,11 @@ the default, all-MiniLM-L6-v2), and `table` marks the method of a run on another
 cb, boolq) read their second text from the task's text_pair_column. cb and boolq have no split folder
 from ipt_edge_export.datasets: `python benchmarks/accuracy.py split --task cb` (or boolq) writes one
 from ../shared/data, seeded (cb: 50 of train.tsv's 250 rows as dev, dev.tsv's 56 as test; boolq:
-val.tsv's 3,270 rows as 2,270 train / 500 dev / 500 test, as ../shared/README.md suggests).
+val.tsv's 3,270 rows as 2,270 train / 500 dev / 500 test, as ../shared/README.md suggests), and so
+do mrpc, wic and emotion (dev: 300, 400 and 500 rows of train.tsv; test: their dev.tsv) and trec
+(500 dev and 500 test rows of train.tsv). WiC's target word has a column of its own; `split` puts
+it in front of the first sentence ("place: Do you want to come over to my place later?") so that a
+model that reads only the two texts sees which word the question is about.
 
 Methods: probe and finetune (baselines.py), and every generator family of `ipt-edge train`
 (ipt_edge_export.model.GENERATORS). Rows of the prepended-prompt generators (static, mlp-deep, ...)
@@ -50,6 +54,10 @@ TASKS = {  # split folders written by ipt_edge_export.datasets
     "rte": {"folder": "work/rte", "text_column": "sentence1", "text_pair_column": "sentence2", "labels": None},
     "cb": {"folder": "work/cb", "text_column": "text", "text_pair_column": "text_pair", "labels": None},
     "boolq": {"folder": "work/boolq", "text_column": "text", "text_pair_column": "text_pair", "labels": None},
+    "mrpc": {"folder": "work/mrpc", "text_column": "text", "text_pair_column": "text_pair", "labels": None},
+    "wic": {"folder": "work/wic", "text_column": "text", "text_pair_column": "text_pair", "labels": None},
+    "emotion": {"folder": "work/emotion", "text_column": "text", "labels": None},
+    "trec": {"folder": "work/trec", "text_column": "text", "labels": None},
 }  # fmt: skip
 # ipt_edge_export.backbones.DEFAULT_BACKBONE, restated: `table` runs without torch.
 DEFAULT_BACKBONE = "all-MiniLM-L6-v2"
@@ -57,6 +65,13 @@ DEFAULT_BACKBONE = "all-MiniLM-L6-v2"
 SPLITS = {  # task: (folder in --data, {part: (file, rows, or None for the rest), in the order taken})
     "cb": ("cb", {"dev": ("train.tsv", 50), "train": ("train.tsv", None), "test": ("dev.tsv", None)}),
     "boolq": ("boolq", {"dev": ("val.tsv", 500), "test": ("val.tsv", 500), "train": ("val.tsv", None)}),
+    "mrpc": ("mrpc", {"dev": ("train.tsv", 300), "train": ("train.tsv", None), "test": ("dev.tsv", None)}),
+    "wic": ("wic", {"dev": ("train.tsv", 400), "train": ("train.tsv", None), "test": ("dev.tsv", None)}),
+    "emotion": (
+        "emotion",
+        {"dev": ("train.tsv", 500), "train": ("train.tsv", None), "test": ("dev.tsv", None)},
+    ),
+    "trec": ("trec", {"dev": ("train.tsv", 500), "test": ("train.tsv", 500), "train": ("train.tsv", None)}),
 }
 BASELINES = ("probe", "finetune")
 BASELINE_LR = {"probe": 1e-3, "finetune": 3e-5}
@@ -271,6 +286,13 @@ def grid(args: argparse.Namespace) -> None:
             print(f"[{done}/{len(jobs)}] {json.dumps(report)[:300]}", flush=True)
 
 
+def _with_word(header: str, row: str) -> str:
+    """A WiC row with its target word put in front of its first text: "word: text"."""
+    fields = dict(zip(header.split("\t"), row.split("\t"), strict=True))
+    fields["text"] = f"{fields['word']}: {fields['text']}"
+    return "\t".join(fields.values())
+
+
 def split(task: str, source: Path, out: Path, seed: int = 0) -> dict[str, int]:
     """A seeded split folder (train.tsv, dev.tsv, test.tsv) for a task of SPLITS; rows are copied as
     they are (plain TSV lines: no quoting, as in ../shared/data)."""
@@ -280,7 +302,7 @@ def split(task: str, source: Path, out: Path, seed: int = 0) -> dict[str, int]:
     lines: dict[str, tuple[str, list[str]]] = {}
     for file in {file for file, _ in parts.values()}:
         header, *rows = (source / file).read_text(encoding="utf-8").splitlines()
-        rows = [row for row in rows if row.strip()]
+        rows = [_with_word(header, row) if task == "wic" else row for row in rows if row.strip()]
         random.Random(seed).shuffle(rows)
         lines[file] = (header, rows)
     out.mkdir(parents=True, exist_ok=True)
