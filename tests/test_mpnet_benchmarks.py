@@ -72,6 +72,35 @@ def test_accuracy_split_writes_seeded_pair_task_folders(tmp_path):
     assert all(accuracy.TASKS[t]["text_pair_column"] for t in ("cb", "boolq", "rte"))
 
 
+def test_accuracy_split_puts_the_wic_target_word_in_front_of_the_first_text(tmp_path):
+    accuracy = load("accuracy")
+    source = tmp_path / "wic"
+    source.mkdir()
+    header = "text\ttext_pair\tword\tstart1\tend1\tstart2\tend2\tlabel"
+    rows = [
+        f"I read it {i}.\tShe reads {i}.\tread\t2\t6\t4\t9\t{['true', 'false'][i % 2]}" for i in range(420)
+    ]
+    (source / "train.tsv").write_text(header + "\n" + "\n".join(rows) + "\n")
+    (source / "dev.tsv").write_text(header + "\n" + "\n".join(rows[:5]) + "\n")
+    counts = accuracy.split("wic", source, tmp_path / "out")
+    assert counts == {"dev": 400, "train": 20, "test": 5}
+    test = (tmp_path / "out" / "test.tsv").read_text().splitlines()
+    assert test[0] == header  # the columns stay; only the first text gains its word
+    assert all(line.startswith("read: I read it ") for line in test[1:])
+    assert all(line.split("\t")[1].startswith("She reads ") for line in test[1:])
+
+
+def test_bench_caches_a_checkpoints_export_by_its_content(tmp_path):
+    bench = load("bench")
+    checkpoint = tmp_path / "ckpt"
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text("{}")
+    (checkpoint / "weights.safetensors").write_bytes(b"first")
+    before = bench.checkpoint_digest(checkpoint)
+    (checkpoint / "weights.safetensors").write_bytes(b"retrained")  # same folder, new weights
+    assert bench.checkpoint_digest(checkpoint) != before
+
+
 @pytest.mark.export  # benchmarks/bench.py needs the export extra (docs/performance.md), even for bundles
 def test_bench_puts_contestants_side_by_side(tmp_path):
     other = shutil.copytree(SENTIMENT_BUNDLE, tmp_path / "other")
