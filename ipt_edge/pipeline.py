@@ -250,9 +250,8 @@ class Bundle:
             )
         }
         feeds.update({graphs.prefix_kv(layer).name: values for layer, values in enumerate(prefix_kv)})
-        (hidden_value,) = self.encoder.run_with_ort_values([graphs.HIDDEN.name], feeds)
-        # A view of ONNX Runtime's memory, not a copy: valid while hidden_value lives (this call).
-        hidden = hidden_value.numpy()  # [B, T, H]
+        (hidden,) = self.encoder.run_with_ort_values([graphs.HIDDEN.name], feeds)
+        hidden = hidden.numpy()  # [B, T, H]
         logits: list = [None] * len(tasks)
         for name, rows in rows_of.items():
             for row, values in zip(

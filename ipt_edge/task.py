@@ -75,8 +75,7 @@ class Task:
         """prefix_kv for these rows: one [2, N, heads, P, head_dim] tensor per layer (keys, values).
 
         Left in ONNX Runtime's memory (OrtValues), to be fed to the backbone as they are: as numpy
-        arrays they would be copied once more on the way (MiniLM, P=16: ~9 MB per batch of 32).
-        An OrtValue's .numpy() is a view of that memory, valid only while the OrtValue lives."""
+        arrays they would be copied once more on the way (MiniLM, P=16: ~9 MB per batch of 32)."""
         available = {"input_ids": input_ids, "token_embeds": token_embeds, "attention_mask": attention_mask}
         feeds = {n: ort.OrtValue.ortvalue_from_numpy(available[n]) for n in self.inputs}
         return self.generator.run_with_ort_values(self.spec.output_names, feeds)
