@@ -20,8 +20,6 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(
@@ -65,9 +63,8 @@ def main() -> None:
     encoder = bundle.encoder
     timed(bundle.text_encoder(classifier.task.info.max_length), "tokenize", "tokenize")
     timed(bundle.embed, "run", "embed.onnx")
-    # The prefixes pass from the generator to the backbone as OrtValues (ipt_edge/pipeline.py).
-    timed(classifier.task.generator, "run_with_ort_values", "generator.onnx")
-    timed(bundle.encoder, "run_with_ort_values", "encoder.onnx (the backbone)")
+    timed(classifier.task.generator, "run", "generator.onnx")
+    timed(bundle.encoder, "run", "encoder.onnx (the backbone)")
     classifier.logits(texts[: args.batch_size], args.batch_size)  # warm-up
     seconds.clear()
     begin = time.perf_counter()
@@ -81,19 +78,19 @@ def main() -> None:
     if args.plain:
         # A second pass keeps every batch's feeds (prefixes included). Not in the timed pass: held
         # generator outputs keep ONNX Runtime from reusing their memory, which would slow it.
-        batches: list[dict] = []  # each batch's embedding feeds, then its backbone feeds (numpy)
+        batches: list[dict] = []  # each batch's embedding feeds, then its backbone feeds
 
-        def keep(session, method: str) -> None:
-            inner = getattr(session, method)
+        def keep(session) -> None:
+            inner = session.run
 
             def run(names, feeds):
-                batches.append({k: v if isinstance(v, np.ndarray) else v.numpy() for k, v in feeds.items()})
+                batches.append(feeds)
                 return inner(names, feeds)
 
-            setattr(session, method, run)
+            session.run = run
 
-        keep(bundle.embed, "run")
-        keep(bundle.encoder, "run_with_ort_values")
+        keep(bundle.embed)
+        keep(bundle.encoder)
         classifier.logits(texts, args.batch_size)
         pairs = [(batches[i]["input_ids"], batches[i + 1]) for i in range(0, len(batches), 2)]
         print(backbone_alone(encoder, args.plain, pairs, args.threads, args.rounds))

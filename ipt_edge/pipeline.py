@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from ipt_edge import graphs
@@ -230,28 +229,23 @@ class Bundle:
                 longest,
                 backbone.hidden_size // heads,
             )  # [2, B, heads, P, head_dim]
-            padded = [np.zeros(shape, dtype=np.float32) for _ in range(backbone.num_layers)]
+            prefix_kv = [np.zeros(shape, dtype=np.float32) for _ in range(backbone.num_layers)]
             prefix_mask = np.zeros((len(tasks), backbone.num_layers, longest), dtype=np.int64)  # [B, L, P]
             for name, rows in rows_of.items():
                 task = by_name[name]
                 p = task.info.prompt_length
                 own = task.prefix(batch.input_ids[rows], token_embeds[rows], batch.attention_mask[rows])
-                for layer, values in zip(padded, own, strict=True):
-                    layer[:, rows, :, :p] = values.numpy()
+                for layer, values in zip(prefix_kv, own, strict=True):
+                    layer[:, rows, :, :p] = values
                 prefix_mask[rows, :, :p] = task.prefix_mask
-            prefix_kv = [ort.OrtValue.ortvalue_from_numpy(layer) for layer in padded]
         feeds = {
-            name: ort.OrtValue.ortvalue_from_numpy(values)
-            for name, values in (
-                ("token_embeds", token_embeds),
-                ("attention_mask", batch.attention_mask),
-                ("token_type_ids", batch.token_type_ids),
-                ("prefix_mask", prefix_mask),
-            )
+            "token_embeds": token_embeds,
+            "attention_mask": batch.attention_mask,
+            "token_type_ids": batch.token_type_ids,
+            "prefix_mask": prefix_mask,
+            **{graphs.prefix_kv(layer).name: values for layer, values in enumerate(prefix_kv)},
         }
-        feeds.update({graphs.prefix_kv(layer).name: values for layer, values in enumerate(prefix_kv)})
-        (hidden,) = self.encoder.run_with_ort_values([graphs.HIDDEN.name], feeds)
-        hidden = hidden.numpy()  # [B, T, H]
+        (hidden,) = self.encoder.run(None, feeds)  # [B, T, H]
         logits: list = [None] * len(tasks)
         for name, rows in rows_of.items():
             for row, values in zip(

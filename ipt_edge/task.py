@@ -1,7 +1,7 @@
 """One task of a bundle: its generator graph (where the prefix is made from the input), its
 pooling and its head. The backbone graph it runs through is the bundle's, shared by every task.
 
-    prefix(input_ids, token_embeds, attention_mask)  ->  prefix_kv: L OrtValues [2, N, heads, P, head_dim]
+    prefix(input_ids, token_embeds, attention_mask)  ->  prefix_kv: L arrays [2, N, heads, P, head_dim]
     logits(hidden, attention_mask)                   ->  [N, C]   (pool over the real tokens, then the head)
 
 A `Task` holds no per-call state: the pipeline (ipt_edge/pipeline.py) calls it on the rows of a
@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-import onnxruntime as ort
 from safetensors.numpy import load as load_safetensors
 
 from ipt_edge import graphs
@@ -71,14 +70,10 @@ class Task:
 
     def prefix(
         self, input_ids: np.ndarray, token_embeds: np.ndarray, attention_mask: np.ndarray
-    ) -> list[ort.OrtValue]:
-        """prefix_kv for these rows: one [2, N, heads, P, head_dim] tensor per layer (keys, values).
-
-        Left in ONNX Runtime's memory (OrtValues), to be fed to the backbone as they are: as numpy
-        arrays they would be copied once more on the way (MiniLM, P=16: ~9 MB per batch of 32)."""
+    ) -> list[np.ndarray]:
+        """prefix_kv for these rows: one [2, N, heads, P, head_dim] array per layer (keys, values)."""
         available = {"input_ids": input_ids, "token_embeds": token_embeds, "attention_mask": attention_mask}
-        feeds = {n: ort.OrtValue.ortvalue_from_numpy(available[n]) for n in self.inputs}
-        return self.generator.run_with_ort_values(self.spec.output_names, feeds)
+        return self.generator.run(self.spec.output_names, {n: available[n] for n in self.inputs})
 
     def logits(self, hidden: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """[N, C] from the backbone's hidden states [N, T, H]: pooled over the real tokens (or the

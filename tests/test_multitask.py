@@ -86,19 +86,11 @@ class Counting:
     def __init__(self, session):
         self.session, self.calls = session, []
 
-    def _record(self, feeds: dict) -> None:
-        arrays = {name: v if isinstance(v, np.ndarray) else v.numpy() for name, v in feeds.items()}
-        self.calls.append({name: value.shape for name, value in arrays.items()})
-        if "prefix_mask" in arrays:  # each row's P: its prefix positions the last layer attends to
-            self.calls[-1]["row_prompts"] = arrays["prefix_mask"][:, -1].sum(axis=1).tolist()
-
     def run(self, outputs, feeds):
-        self._record(feeds)
+        self.calls.append({name: value.shape for name, value in feeds.items()})
+        if "prefix_mask" in feeds:  # each row's P: its prefix positions the last layer attends to
+            self.calls[-1]["row_prompts"] = feeds["prefix_mask"][:, -1].sum(axis=1).tolist()
         return self.session.run(outputs, feeds)
-
-    def run_with_ort_values(self, outputs, feeds):  # the backbone's feeds are OrtValues
-        self._record(feeds)
-        return self.session.run_with_ort_values(outputs, feeds)
 
     def __getattr__(self, name):
         return getattr(self.session, name)
