@@ -287,9 +287,13 @@ def grid(args: argparse.Namespace) -> None:
 
 
 def _with_word(header: str, row: str) -> str:
-    """A WiC row with its target word put in front of its first text: "word: text"."""
+    """A WiC row with its target word put in front of its first text: "word: text" (the word's
+    character offsets in that text, start1 and end1, move with it)."""
     fields = dict(zip(header.split("\t"), row.split("\t"), strict=True))
-    fields["text"] = f"{fields['word']}: {fields['text']}"
+    added = f"{fields['word']}: "
+    fields["text"] = added + fields["text"]
+    for offset in ("start1", "end1"):
+        fields[offset] = str(int(fields[offset]) + len(added))
     return "\t".join(fields.values())
 
 

@@ -113,6 +113,10 @@ def checkpoint_digest(checkpoint: Path) -> str:
     """The first 12 hex digits of the sha256 of a checkpoint's config and weights."""
     digest = hashlib.sha256()
     for file in ("config.json", "weights.safetensors"):
+        if not (checkpoint / file).is_file():
+            raise SystemExit(
+                f"{checkpoint}: not a checkpoint folder (no {file}); pass a bundle with --bundle"
+            )
         digest.update((checkpoint / file).read_bytes())
     return digest.hexdigest()[:12]
 

@@ -88,6 +88,9 @@ def test_accuracy_split_puts_the_wic_target_word_in_front_of_the_first_text(tmp_
     assert test[0] == header  # the columns stay; only the first text gains its word
     assert all(line.startswith("read: I read it ") for line in test[1:])
     assert all(line.split("\t")[1].startswith("She reads ") for line in test[1:])
+    for line in test[1:]:  # the word's offsets in the first text moved with it
+        text, _, word, start1, end1 = line.split("\t")[:5]
+        assert text[int(start1) : int(end1)].startswith(word)
 
 
 def test_bench_caches_a_checkpoints_export_by_its_content(tmp_path):
