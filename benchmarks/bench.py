@@ -70,6 +70,9 @@ BACKBONE_PEER = {"ipt-plain": "backbone-T-fused", "ipt-arrival": "backbone-T-fus
 OPTIMUM_PEER = {"ipt-plain": "optimum-fp32", "ipt-arrival": "optimum-arrival",
                 "ipt-fused": "optimum-fp32", "ipt-int8": "optimum-int8"}  # fmt: skip
 TARGETS = {"ipt-fused": 0.95, "ipt-int8": 0.95}
+# The order configs run in within a round: each ipt-edge config next to its peers (bench.py main).
+RUN_ORDER = ["torch-arrival", "torch-sorted", "optimum-arrival", "ipt-arrival", "ipt-plain",
+             "backbone-T-fused", "ipt-fused", "optimum-fp32", "backbone-T-int8", "ipt-int8", "optimum-int8"]  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -709,11 +712,14 @@ def main() -> None:
     prepare(args, people, kinds, shas)
     configs = requested or default_configs(people, one_backbone)
     # A shared VM's speed drifts by tens of percent over minutes: every config runs once per round,
-    # rounds are interleaved, and the table shows each figure's median over the rounds.
+    # rounds are interleaved, and the table shows each figure's median over the rounds. Within a
+    # round each ipt-edge config runs between its peers, and every other round runs backwards, so a
+    # per-round ratio compares runs seconds apart and no config always goes first.
     runs: dict[str, list[dict]] = {config: [] for config in configs}
+    order = sorted(configs, key=lambda config: RUN_ORDER.index(split_config(config)[0]))
     peaks = []
     for round_number in range(args.rounds):
-        for config in runs:
+        for config in order if round_number % 2 == 0 else order[::-1]:
             command = [
                 sys.executable,
                 __file__,

@@ -150,3 +150,12 @@ def test_accuracy_run_records_the_backbone_by_name_as_json(tmp_path, monkeypatch
     assert 0.0 <= report["test_accuracy"] <= 1.0
     default = accuracy.run_one("cb", "probe", 0, argparse.Namespace(**{**vars(args), "backbone": None}))
     assert "backbone" not in default  # runs on the default backbone keep the fields they always had
+
+
+def test_bench_runs_each_ipt_config_between_its_peers():
+    bench = load("bench")
+    assert sorted(bench.RUN_ORDER) == sorted(bench.TORCH + bench.BACKBONE + bench.OPTIMUM + bench.IPT)
+    for ipt, peer in bench.BACKBONE_PEER.items():
+        if ipt in ("ipt-fused", "ipt-int8"):  # the targets' configs: run right after their plain backbone
+            assert bench.RUN_ORDER.index(ipt) == bench.RUN_ORDER.index(peer) + 1
+            assert bench.RUN_ORDER.index(bench.OPTIMUM_PEER[ipt]) == bench.RUN_ORDER.index(ipt) + 1
