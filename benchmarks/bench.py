@@ -6,7 +6,7 @@
 Contestants: each CHECKPOINT is exported here (a fused bundle with an int8 encoder, and an unfused
 one, cached in --work); each `--bundle PATH` (repeatable) is an exported bundle run as it is, of
 any generator family (it is loaded through ipt_edge.Classifier.load). With several contestants their
-configs are named `ipt-fused@NAME` etc. (NAME: the checkpoint's or bundle's folder name), and a
+configs are named `ipt@NAME` etc. (NAME: the checkpoint's or bundle's folder name), and a
 second table puts the contestants side by side: backbone, accuracy, rows/s fp32 and int8, bundle MB,
 cold start and peak RSS. Contestants may have different backbones (choosing a backbone:
 
@@ -30,10 +30,12 @@ rows, tokenizer, batch size and thread count:
                     length-sorted batches
   optimum-arrival   the same, batches in file order
   optimum-int8      optimum-fp32 quantized by optimum's ORTQuantizer (dynamic AVX2 config, per channel)
-  ipt-plain         ipt-edge, unfused backbone graph (export without fusion; checkpoint contestants)
-  ipt-arrival       ipt-edge, fused, batches in file order
-  ipt-fused         ipt-edge, fused, length-sorted (the default)
-  ipt-int8          ipt-edge, fused + dynamic int8 encoder (where the bundle has one)
+  ipt               ipt-edge: the bundle as `ipt-edge export` writes it by default (a --bundle: as
+                    given), fp32, length-sorted
+  ipt-arrival       the same, batches in file order
+  ipt-int8          the same with its dynamic int8 encoder (where the bundle has one)
+  ipt-optimized     exported with --optimize: attention fused at export, each layer's prefix through
+                    the fused Attention's `past` (checkpoint contestants only)
 
 It prints each ipt-edge config's ratio to its peers (backbone-T and optimum, same precision) and
 the issue's targets, and measures the machine's fp32 GEMM peak through ONNX Runtime. Every row gets
@@ -54,6 +56,7 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,17 +65,17 @@ import numpy as np
 TORCH = ["torch-arrival", "torch-sorted"]
 BACKBONE = ["backbone-T-fused", "backbone-T-int8"]
 OPTIMUM = ["optimum-arrival", "optimum-fp32", "optimum-int8"]
-IPT = ["ipt-plain", "ipt-arrival", "ipt-fused", "ipt-int8"]
+IPT = ["ipt-optimized", "ipt-arrival", "ipt", "ipt-int8"]
 # Each ipt-edge config's peers at the same precision (and batch order, for optimum); the issue's
 # targets (#16): the shipped task at >= 0.95x the plain backbone at T tokens, fp32 and int8.
-BACKBONE_PEER = {"ipt-plain": "backbone-T-fused", "ipt-arrival": "backbone-T-fused",
-                 "ipt-fused": "backbone-T-fused", "ipt-int8": "backbone-T-int8"}  # fmt: skip
-OPTIMUM_PEER = {"ipt-plain": "optimum-fp32", "ipt-arrival": "optimum-arrival",
-                "ipt-fused": "optimum-fp32", "ipt-int8": "optimum-int8"}  # fmt: skip
-TARGETS = {"ipt-fused": 0.95, "ipt-int8": 0.95}
+BACKBONE_PEER = {"ipt-optimized": "backbone-T-fused", "ipt-arrival": "backbone-T-fused",
+                 "ipt": "backbone-T-fused", "ipt-int8": "backbone-T-int8"}  # fmt: skip
+OPTIMUM_PEER = {"ipt-optimized": "optimum-fp32", "ipt-arrival": "optimum-arrival",
+                "ipt": "optimum-fp32", "ipt-int8": "optimum-int8"}  # fmt: skip
+TARGETS = {"ipt": 0.95, "ipt-int8": 0.95}
 # The order configs run in within a round: each ipt-edge config next to its peers (bench.py main).
-RUN_ORDER = ["torch-arrival", "torch-sorted", "optimum-arrival", "ipt-arrival", "ipt-plain",
-             "backbone-T-fused", "ipt-fused", "optimum-fp32", "backbone-T-int8", "ipt-int8", "optimum-int8"]  # fmt: skip
+RUN_ORDER = ["torch-arrival", "torch-sorted", "optimum-arrival", "ipt-arrival", "ipt-optimized",
+             "backbone-T-fused", "ipt", "optimum-fp32", "backbone-T-int8", "ipt-int8", "optimum-int8"]  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -82,8 +85,8 @@ RUN_ORDER = ["torch-arrival", "torch-sorted", "optimum-arrival", "ipt-arrival", 
 @dataclass
 class Contestant:
     name: str
-    bundle: Path  # fused, with the int8 encoder where there is one
-    plain: Path | None  # the unfused bundle (built from a checkpoint only)
+    bundle: Path  # as exported by default, with the int8 encoder where there is one
+    optimized: Path | None  # exported with --optimize (built from a checkpoint only)
     checkpoint: Path | None
     task: str | None  # the task in the bundle (None: its only task)
 
@@ -106,7 +109,7 @@ def contestants(args: argparse.Namespace) -> list[Contestant]:
         # Exports are cached per checkpoint content: a retrained checkpoint in the same folder gets a
         # fresh export, never the previous one's bundle.
         folder = args.work / name / checkpoint_digest(checkpoint)
-        found.append(Contestant(name, folder / "bundle-fused", folder / "bundle-plain", checkpoint, "task"))
+        found.append(Contestant(name, folder / "bundle", folder / "bundle-optimized", checkpoint, "task"))
     for bundle in args.bundle:
         found.append(Contestant(unique(bundle), bundle, None, None, args.task))
     return found
@@ -192,17 +195,17 @@ def prepare(
             continue
         person.bundle.parent.mkdir(parents=True, exist_ok=True)
         if not person.bundle.exists():
-            log(f"exporting {person.checkpoint} to {person.bundle} (fused + int8)")
+            log(f"exporting {person.checkpoint} to {person.bundle} (the export default + int8)")
             export_checkpoint(person.checkpoint, person.bundle, task="task", int8=calibration, log=quiet)
-        if not person.plain.exists() and "ipt-plain" in wanted:
-            log(f"exporting {person.checkpoint} to {person.plain} (unfused)")
-            export_checkpoint(person.checkpoint, person.plain, task="task", optimize=False, log=quiet)
+        if not person.optimized.exists() and "ipt-optimized" in wanted:
+            log(f"exporting {person.checkpoint} to {person.optimized} (--optimize)")
+            export_checkpoint(person.checkpoint, person.optimized, task="task", optimize=True, log=quiet)
     if not wanted & {*BACKBONE, *OPTIMUM}:
         return
     if len(set(shas.values())) > 1:
         raise SystemExit(
             f"the contestants have different backbones (sha256 {shas}); the backbone and optimum peers "
-            "need one: leave them out of --configs (e.g. --configs ipt-fused@NAME,ipt-int8@NAME,...)"
+            "need one: leave them out of --configs (e.g. --configs ipt@NAME,ipt-int8@NAME,...)"
         )
     graphs = graphs_dir(args, people[0])
     graphs.mkdir(parents=True, exist_ok=True)
@@ -332,13 +335,22 @@ def batches(order: list[int], size: int) -> list[list[int]]:
     return [order[i : i + size] for i in range(0, len(order), size)]
 
 
-def worker(config: str, args: argparse.Namespace, people: list[Contestant], started: float) -> dict:
-    texts, labels = read_rows(args.data, args.text_column, args.label_column, args.rows)
+@dataclass
+class Runner:
+    """One config, loaded and warmed up: `run` takes one batch of texts and returns its outputs."""
+
+    run: Callable[[list[str]], np.ndarray]  # logits [B, labels], or hidden states for the backbone alone
+    lengths: list[int]  # each text's tokens, as this config tokenizes it
+    hidden: int
+    layers: int
+    prefix: int = 0  # prefix keys/values each attention reads (ipt-edge, torch)
+    label_values: list[str] | None = None  # what the logits' columns mean (none: no accuracy)
+
+
+def load_runner(kind: str, args: argparse.Namespace, people: list[Contestant], person: Contestant,
+                texts: list[str]) -> Runner:  # fmt: skip
+    """The config `kind` of `person`, loaded with args.threads threads and run once on one text."""
     threads = args.threads
-    kind, name = split_config(config)
-    person = next((p for p in people if p.name == name), people[0])
-    result: dict = {"config": config}
-    predicted = None
     if kind.startswith("torch"):
         import torch
 
@@ -350,7 +362,6 @@ def worker(config: str, args: argparse.Namespace, people: list[Contestant], star
         checkpoint = next(p.checkpoint for p in people if p.checkpoint is not None)
         model, backbone = model_from_checkpoint(read_checkpoint(checkpoint))
         encoder = TextEncoder(backbone.tokenizer_path, model.config.max_length)
-        label_values = model.config.label_values or model.config.labels
 
         def run(rows: list[str]) -> np.ndarray:
             batch = encoder.encode(rows)
@@ -358,25 +369,10 @@ def worker(config: str, args: argparse.Namespace, people: list[Contestant], star
                 return model(*(torch.from_numpy(a) for a in (batch.input_ids, batch.attention_mask,
                                                            batch.token_type_ids))).numpy()  # fmt: skip
 
-        run(texts[:1])
-        result["cold_start_s"] = time.time() - started
-        lengths = [len(e.ids) for e in encoder.tokenizer.encode_batch(texts)]
-        order = list(range(len(texts)))
-        if kind == "torch-sorted":
-            order.sort(key=lambda i: lengths[i])
-        logits = np.zeros((len(texts), len(label_values)), dtype=np.float32)
-        begin = time.perf_counter()
-        for rows in batches(order, args.batch_size):
-            logits[rows] = run([texts[i] for i in rows])
-        seconds = time.perf_counter() - begin
-        result["rows_per_s"] = len(texts) / seconds
         hf = backbone.model.config
-        flops = batch_flops(hf.hidden_size, hf.num_hidden_layers, lengths, order, args.batch_size,
-                            model.config.prompt_length)  # fmt: skip
-        result["gflops_per_s"] = flops / seconds / 1e9
-        predicted = [label_values[i] for i in logits.argmax(-1)]
-        single = lambda text: run([text])  # noqa: E731
-        np.save(args.work / f"logits-{config}.npy", logits)
+        runner = Runner(run, [len(e.ids) for e in encoder.tokenizer.encode_batch(texts)], hf.hidden_size,
+                        hf.num_hidden_layers, model.config.prompt_length,
+                        list(model.config.label_values or model.config.labels))  # fmt: skip
     elif kind.startswith(("backbone", "optimum")):
         import onnxruntime as ort
 
@@ -415,60 +411,123 @@ def worker(config: str, args: argparse.Namespace, people: list[Contestant], star
                 return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                              token_type_ids=batch.token_type_ids).logits  # fmt: skip
 
-        run(texts[:1])
-        result["cold_start_s"] = time.time() - started
-        lengths = [len(e.ids) for e in encoder.tokenizer.encode_batch(texts)]
-        order = list(range(len(texts)))
-        if kind != "optimum-arrival":
-            order.sort(key=lambda i: lengths[i])
-        begin = time.perf_counter()
-        for rows in batches(order, args.batch_size):
-            run([texts[i] for i in rows])
-        seconds = time.perf_counter() - begin
-        result["rows_per_s"] = len(texts) / seconds
         bb = manifest.backbone
-        flops = batch_flops(bb.hidden_size, bb.num_layers, lengths, order, args.batch_size)
-        result["gflops_per_s"] = flops / seconds / 1e9
-        single = lambda text: run([text])  # noqa: E731
+        runner = Runner(run, [len(e.ids) for e in encoder.tokenizer.encode_batch(texts)], bb.hidden_size,
+                        bb.num_layers)  # fmt: skip
     else:
         from ipt_edge.classifier import Classifier
 
-        bundle = person.plain if kind == "ipt-plain" else person.bundle
+        bundle = person.optimized if kind == "ipt-optimized" else person.bundle
         precision = "int8" if kind == "ipt-int8" else "fp32"
         classifier = Classifier.load(bundle, task=person.task, threads=threads, precision=precision)
-        classifier.predict(texts[:1])
-        result["cold_start_s"] = time.time() - started
-        begin = time.perf_counter()
-        if kind == "ipt-arrival":  # file order: one call per batch, so nothing is sorted across batches
-            logits = np.concatenate([classifier.logits(texts[i : i + args.batch_size], args.batch_size)
-                                     for i in range(0, len(texts), args.batch_size)])  # fmt: skip
-        else:
-            logits = classifier.logits(texts, args.batch_size)
-        seconds = time.perf_counter() - begin
-        result["rows_per_s"] = len(texts) / seconds
         info, bb = classifier.task.info, classifier.bundle.manifest.backbone
         lengths = [len(e.ids) for e in classifier.bundle.text_encoder(info.max_length).tokenize(texts)]
-        order = list(range(len(texts)))
-        if kind != "ipt-arrival":
-            order.sort(key=lambda i: lengths[i])
-        flops = batch_flops(
-            bb.hidden_size, bb.num_layers, lengths, order, args.batch_size, info.prompt_length
-        )
-        result["gflops_per_s"] = flops / seconds / 1e9
-        predicted = [info.label_values[i] for i in logits.argmax(-1)]
-        np.save(args.work / f"logits-{config}.npy", logits)
-        single = lambda text: classifier.logits([text])  # noqa: E731
+        # One call per batch, as every config here runs: the caller has sorted the rows already.
+        runner = Runner(lambda rows: classifier.logits(rows, args.batch_size), lengths, bb.hidden_size,
+                        bb.num_layers, info.prompt_length, list(info.label_values))  # fmt: skip
+    runner.run(texts[:1])
+    return runner
+
+
+def batch_order(kind: str, lengths: list[int]) -> list[int]:
+    """The order rows are batched in: file order for the *-arrival configs, by length otherwise."""
+    order = list(range(len(lengths)))
+    if not kind.endswith("arrival"):
+        order.sort(key=lambda i: lengths[i])
+    return order
+
+
+def worker(config: str, args: argparse.Namespace, people: list[Contestant], started: float) -> dict:
+    texts, labels = read_rows(args.data, args.text_column, args.label_column, args.rows)
+    kind, name = split_config(config)
+    person = next((p for p in people if p.name == name), people[0])
+    runner = load_runner(kind, args, people, person, texts)
+    result: dict = {"config": config, "cold_start_s": time.time() - started}
+    order = batch_order(kind, runner.lengths)
+    outputs: list[np.ndarray] = [np.empty(0)] * len(texts)
+    begin = time.perf_counter()
+    for rows in batches(order, args.batch_size):
+        out = runner.run([texts[i] for i in rows])
+        for i, row in zip(rows, out, strict=True):  # the backbone alone: hidden states, kept as views
+            outputs[i] = row
+    seconds = time.perf_counter() - begin
+    result["rows_per_s"] = len(texts) / seconds
+    flops = batch_flops(runner.hidden, runner.layers, runner.lengths, order, args.batch_size, runner.prefix)
+    result["gflops_per_s"] = flops / seconds / 1e9
     latencies = []
     for text in texts[: args.latency_rows]:
         t = time.perf_counter()
-        single(text)
+        runner.run([text])
         latencies.append(time.perf_counter() - t)
     result["p50_ms"] = 1000 * float(np.percentile(latencies, 50))
     result["p95_ms"] = 1000 * float(np.percentile(latencies, 95))
-    if predicted is not None:
+    if runner.label_values is not None:  # optimum's head is freshly initialised: no accuracy
+        logits = np.stack(outputs)
+        np.save(args.work / f"logits-{config}.npy", logits)
+        predicted = [runner.label_values[i] for i in logits.argmax(-1)]
         result["accuracy"] = float(np.mean([p == g for p, g in zip(predicted, labels, strict=True)]))
     result["peak_rss_mb"] = peak_rss_mb()
     return result
+
+
+def paired(args: argparse.Namespace, people: list[Contestant], configs: list[str]) -> dict[str, list[dict]]:
+    """Every config loaded in this one process and timed batch by batch (--paired).
+
+    The length-sorted batches are cut into blocks of --block batches. Each block runs through every
+    config back to back, in a fresh random order per block, so a change in the machine's speed (a
+    shared VM drifts by tens of percent over minutes) reaches every config alike; a config's time in
+    a round is the sum over its blocks. Before its timed block a config runs the block's first batch
+    once, untimed: its weights are then in cache, as they are for a user who runs one model (timed
+    cold, batch by batch, every config lost about a third, and the one with more graphs more).
+    A second session of the first peer runs alongside as a control: its ratio to the first shows
+    how far two identical contestants land apart under this method. Returns per-round rows/s and
+    GFLOP/s."""
+    texts, _ = read_rows(args.data, args.text_column, args.label_column, args.rows)
+    runners: dict[str, Runner] = {}
+    for config in configs:
+        kind, name = split_config(config)
+        log(f"loading {config}")
+        runners[config] = load_runner(
+            kind, args, people, next((p for p in people if p.name == name), people[0]), texts
+        )
+    control = next(
+        (
+            BACKBONE_PEER[split_config(c)[0]]
+            for c in configs
+            if BACKBONE_PEER.get(split_config(c)[0]) in runners
+        ),
+        None,
+    )
+    if control is not None:
+        runners[f"{control} (control)"] = load_runner(control, args, people, people[0], texts)
+    first_ipt = next(c for c in configs if split_config(c)[0] in IPT)
+    order = batch_order("sorted", runners[first_ipt].lengths)  # one batching for all: the same rows per batch
+    groups = batches(order, args.batch_size)
+    seconds = {config: [0.0] * args.rounds for config in runners}
+    rng = np.random.default_rng(0)
+    names = list(runners)
+    for round_number in range(args.rounds):
+        for start in range(0, len(groups), args.block):
+            block = [[texts[i] for i in rows] for rows in groups[start : start + args.block]]
+            for index in rng.permutation(len(names)):
+                config = names[index]
+                runners[config].run(block[0])  # warm-up, untimed
+                begin = time.perf_counter()
+                for batch in block:
+                    runners[config].run(batch)
+                seconds[config][round_number] += time.perf_counter() - begin
+        log(
+            f"round {round_number + 1}: "
+            + ", ".join(f"{c} {len(texts) / s[round_number]:.1f} rows/s" for c, s in seconds.items())
+        )
+    runs: dict[str, list[dict]] = {}
+    for config, runner in runners.items():
+        flops = batch_flops(
+            runner.hidden, runner.layers, runner.lengths, order, args.batch_size, runner.prefix
+        )
+        runs[config] = [{"config": config, "rows_per_s": len(texts) / s, "gflops_per_s": flops / s / 1e9}
+                        for s in seconds[config]]  # fmt: skip
+    return runs
 
 
 def peak_rss_mb() -> float:
@@ -547,7 +606,7 @@ def bundle_mb(bundle: Path) -> dict[str, float]:
 
 
 def contestant_table(results: dict[str, dict], people: list[Contestant], many: bool) -> str:
-    """One row per contestant: its backbone and task, and its ipt-fused (fp32) and ipt-int8 figures
+    """One row per contestant: its backbone and task, and its ipt (fp32) and ipt-int8 figures
     (medians over the rounds; "–" where that config did not run)."""
     from ipt_edge.manifest import read_manifest
 
@@ -560,7 +619,7 @@ def contestant_table(results: dict[str, dict], people: list[Contestant], many: b
         manifest = read_manifest(person.bundle)
         bb = manifest.backbone
         task = manifest.task(person.task)[1]
-        fp32 = results.get(config_name("ipt-fused", person, many), {})
+        fp32 = results.get(config_name("ipt", person, many), {})
         int8 = results.get(config_name("ipt-int8", person, many), {})
 
         def pair(key: str, form: str, a: dict = fp32, b: dict = int8) -> str:
@@ -644,7 +703,7 @@ def default_configs(people: list[Contestant], peers: bool = True) -> list[str]:
         manifest = read_manifest(person.bundle)
         int8 = manifest.encoder.int8_file
         for kind in IPT:
-            if kind == "ipt-plain" and person.plain is None:
+            if kind == "ipt-optimized" and person.optimized is None:
                 continue
             if kind == "ipt-int8" and not int8:
                 log(f"{person.bundle} has no int8 encoder: ipt-int8 is left out for {person.name}")
@@ -665,8 +724,42 @@ def check_configs(configs: list[str], people: list[Contestant]) -> None:
             raise SystemExit(f"config {config!r}: name the contestant, e.g. {kind}@{people[0].name}")
         if kind in TORCH and not any(p.checkpoint for p in people):
             raise SystemExit(f"config {config!r} needs a CHECKPOINT (PyTorch runs the checkpoint)")
-        if kind == "ipt-plain" and not all(p.plain for p in people if name in (None, p.name)):
-            raise SystemExit(f"config {config!r}: only checkpoint contestants have an unfused bundle")
+        if kind == "ipt-optimized" and not all(p.optimized for p in people if name in (None, p.name)):
+            raise SystemExit(f"config {config!r}: only checkpoint contestants are exported with --optimize")
+
+
+def report_paired(args: argparse.Namespace, people: list[Contestant], configs: list[str]) -> None:
+    arrival = [c for c in configs if split_config(c)[0].endswith("arrival")]
+    if arrival and args.configs:
+        raise SystemExit(
+            f"--paired runs every config on the same length-sorted batches: drop {', '.join(arrival)}"
+        )
+    configs = [c for c in configs if c not in arrival]
+    if not any(split_config(c)[0] in IPT for c in configs):
+        raise SystemExit("--paired needs an ipt-* config: its ratios are to the peers")
+    runs = paired(args, people, configs)
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; threads {args.threads}; "
+          f"batch {args.batch_size}; {args.rows} rows of {args.data}; paired, {args.rounds} rounds")  # fmt: skip
+    print(f"contestants: {', '.join(f'{p.name} ({p.checkpoint or p.bundle})' for p in people)}\n")
+    print("| config | rows/s (median of rounds) | GFLOP/s |\n|---|---|---|")
+    for config, rounds in runs.items():
+        print(f"| {config} | {np.median([r['rows_per_s'] for r in rounds]):.1f} "
+              f"| {np.median([r['gflops_per_s'] for r in rounds]):.1f} |")  # fmt: skip
+    controls = [c for c in runs if c.endswith(" (control)")]
+    peers, targets = peer_table({c: r for c, r in runs.items() if c not in controls})
+    if any(split_config(c)[0] in (*BACKBONE, *OPTIMUM) for c in runs):  # no peer ran: no ratios to show
+        print(
+            f"\nipt-edge against its peers: medians of the per-round ratios (min–max over {args.rounds} rounds)\n"
+        )
+        print(peers)
+        print()
+    for control in controls:
+        first = control.removesuffix(" (control)")
+        print(
+            f"control: a second session of {first}: {format_ratio(round_ratio(runs, control, first), first)}"
+        )
+    for line in targets:
+        print(line)
 
 
 def main() -> None:
@@ -689,6 +782,10 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("work/bench"))
     parser.add_argument("--configs", default="", help="comma-separated (default: every one that applies)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--paired", action="store_true",
+                        help="time every config in one process, block by block of --block batches, in a random order per block "
+                             "(ratios only: no cold start, latency or RSS); the *-arrival configs are left out")  # fmt: skip
+    parser.add_argument("--block", type=int, default=8, help="batches per block in --paired (default 8)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--started", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -711,6 +808,9 @@ def main() -> None:
         kinds -= {*BACKBONE, *OPTIMUM}
     prepare(args, people, kinds, shas)
     configs = requested or default_configs(people, one_backbone)
+    if args.paired:
+        report_paired(args, people, configs)
+        return
     # A shared VM's speed drifts by tens of percent over minutes: every config runs once per round,
     # rounds are interleaved, and the table shows each figure's median over the rounds. Within a
     # round each ipt-edge config runs between its peers, and every other round runs backwards, so a
@@ -761,7 +861,7 @@ def main() -> None:
           f"(rounds: {', '.join(f'{p:.0f}' for p in peaks)}); figures below: medians of {args.rounds} rounds\n")  # fmt: skip
     print(table(results, peak))
     if len(people) > 1:
-        print("\nper contestant (fp32: ipt-fused, int8: ipt-int8; medians of the rounds; MB = 1e6 bytes)\n")
+        print("\nper contestant (fp32: ipt, int8: ipt-int8; medians of the rounds; MB = 1e6 bytes)\n")
         print(contestant_table(results, people, True))
     peers, targets = peer_table(runs)
     if any(kind in runs for kind in (*BACKBONE, *OPTIMUM)):  # no peer ran: no ratios to show
@@ -773,12 +873,12 @@ def main() -> None:
     for line in targets:
         print(line)
     first = next((p for p in people if p.checkpoint), None)
-    fused = first and config_name("ipt-fused", first, len(people) > 1)
-    if first and "torch-sorted" in results and fused in results:
-        a, b = np.load(args.work / "logits-torch-sorted.npy"), np.load(args.work / f"logits-{fused}.npy")
-        print(f"max |logit difference| {fused} vs torch: {np.abs(a - b).max():.2e}")
+    default = first and config_name("ipt", first, len(people) > 1)
+    if first and "torch-sorted" in results and default in results:
+        a, b = np.load(args.work / "logits-torch-sorted.npy"), np.load(args.work / f"logits-{default}.npy")
+        print(f"max |logit difference| {default} vs torch: {np.abs(a - b).max():.2e}")
     for person in people:
-        fused, arrival = (config_name(k, person, len(people) > 1) for k in ("ipt-fused", "ipt-arrival"))
+        fused, arrival = (config_name(k, person, len(people) > 1) for k in ("ipt", "ipt-arrival"))
         if fused in results and arrival in results:
             print(f"length-sorted batching, {fused}: {results[fused]['rows_per_s'] / results[arrival]['rows_per_s']:.2f}× "
                   "over file order")  # fmt: skip

@@ -272,19 +272,25 @@ def declare_inputs(path: Path, specs: tuple[graphs.TensorSpec, ...], dims: dict[
 
 
 def export_encoder(
-    backbone: Backbone, path: Path, optimize: bool = True, log: Callable[[str], None] = print
+    backbone: Backbone, path: Path, optimize: bool = False, log: Callable[[str], None] = print
 ) -> dict[str, int]:
     """The bundle's one backbone graph (graphs.encoder), which every task runs through. Returns the
-    fused operator counts (empty when it is not fused).
+    operator counts fused at export (empty by default).
 
-    The plain backbone is exported, fused by ONNX Runtime's optimizer, and each layer's fused
-    Attention node is given its prefix through `past`. Where the optimizer fuses attention in
-    fewer than every layer, or without `optimize`, the graph is FrozenBackbone instead: the same
-    contract, unfused (its Concat route measured slower fused than left to ONNX Runtime at load,
-    2026-11-26: 0.78x against 0.94x the plain backbone). With onnxruntime 1.32 the optimizer fuses
-    attention in every layer of bert, roberta, xlm-roberta, camembert, electra and distilbert, in
-    none of mpnet (its position bias sits between the scores and the mask), deberta-v2
-    (disentangled terms) or modernbert (rotary, fused Wqkv): export/architectures.py."""
+    By default the graph is FrozenBackbone: the backbone's own layers, each attention reading its
+    layer's prefix keys and values in front of the text's (a Concat), exported unfused. ONNX
+    Runtime fuses what it can when it loads the graph (layer norms, GELU, the scaled QK MatMul;
+    in int8, DynamicQuantizeMatMul). With `optimize`, the plain backbone is instead fused at export
+    by ONNX Runtime's transformer optimizer and each layer's fused Attention node is given its
+    prefix through `past`. The default is the faster of the two on CPU: side by side (bench.py
+    --paired, docs/performance.md, 2026-12-03) the default ran at 0.99-1.02x the plain fused
+    backbone in fp32 and 1.05x in int8, the fused route at 0.92-0.94x and 0.95x, while the plain
+    backbone itself ran as fast unfused as fused. `optimize` stays for other providers (CUDA is
+    unmeasured here). Where the optimizer fuses attention in fewer than every layer, `optimize`
+    writes the default graph: with onnxruntime 1.32 it fuses every layer of bert, roberta,
+    xlm-roberta, camembert, electra and distilbert, none of mpnet (its position bias sits between
+    the scores and the mask), deberta-v2 (disentangled terms) or modernbert (rotary, fused Wqkv):
+    export/architectures.py."""
     model = backbone.model
     config = model.config
     hidden, layers, heads = config.hidden_size, config.num_hidden_layers, config.num_attention_heads
@@ -439,14 +445,14 @@ def export_checkpoint(
     backbone: str | None = None,
     replace_task: bool = False,
     tolerance: float = 1e-4,
-    optimize: bool = True,
+    optimize: bool = False,
     int8: Calibration | None = None,
     log=print,
 ) -> ExportReport:
     """Export a checkpoint into a new bundle, or add it as a task to an existing one.
 
-    optimize: fuse the backbone graph (new bundles; a bundle's graph is made once, by its first
-    task). int8: also build the dynamically quantized encoder (if the bundle lacks it) and judge it
+    optimize: fuse attention in the backbone graph at export (export_encoder says why it is off by
+    default; new bundles only: a bundle's graph is made once, by its first task). int8: also build the dynamically quantized encoder (if the bundle lacks it) and judge it
     on the calibration file."""
     checkpoint = read_checkpoint(checkpoint_dir)
     name = task or Path(checkpoint_dir).resolve().name

@@ -336,11 +336,7 @@ def test_trained_tasks_run_in_the_runtime_as_in_pytorch(kind, sentiment, tmp_pat
     export_checkpoint(first, path, task="a", int8=Calibration(dev, tolerance=100.0), log=messages.append)
     export_checkpoint(second, path, task="b", log=messages.append)
     manifest = read_manifest(path)
-    layers = manifest.backbone.num_layers
-    fused = architecture(hf_model_config(backbone)).ort_fuses
-    # Which architectures ONNX Runtime fuses (architectures.py's table says; export logs the others).
-    assert manifest.encoder.fusions.get("Attention", 0) == (layers if fused else 0)
-    assert fused or any("written unfused" in m for m in messages)
+    assert manifest.encoder.fusions == {}  # the default graph: ONNX Runtime fuses what it can at load
     assert manifest.tasks["a"].int8["rows"] == 24  # the export's own int8 check ran
 
     texts = RUNTIME_TEXTS * 2
@@ -365,6 +361,56 @@ def test_trained_tasks_run_in_the_runtime_as_in_pytorch(kind, sentiment, tmp_pat
     np.testing.assert_allclose(int8, fp32, atol=0.1)
     clear = np.abs(fp32[:, 0] - fp32[:, 1]) > 0.2
     assert (int8.argmax(-1) == fp32.argmax(-1))[clear].all()
+
+
+@pytest.mark.parametrize("kind", EXPORTED)
+def test_optimize_fuses_attention_where_the_table_says_and_computes_the_same(folders, kind, tmp_path):
+    import numpy as np
+    import onnxruntime as ort
+
+    from ipt_edge import graphs
+    from ipt_edge_export.onnx_export import export_encoder
+
+    from .tiny_architectures import Size
+
+    # ELECTRA in ELECTRA-base's layout (no embeddings_project): export refuses ELECTRA-small's.
+    folder = (
+        write_architecture(kind, tmp_path / kind, size=Size(embedding=None))
+        if kind == "electra"
+        else folders[kind]
+    )
+    backbone = load_backbone(str(folder))
+    messages: list[str] = []
+    export_encoder(backbone, tmp_path / "default.onnx", log=messages.append)
+    fusions = export_encoder(backbone, tmp_path / "fused.onnx", optimize=True, log=messages.append)
+    config = backbone.model.config
+    layers, heads = config.num_hidden_layers, config.num_attention_heads
+    fused = architecture(config).ort_fuses
+    # Which architectures ONNX Runtime fuses (architectures.py's table says; export logs the others).
+    assert fusions.get("Attention", 0) == (layers if fused else 0)
+    assert fused or any("written unfused" in m for m in messages)
+    # Both routes compute the same function: random token embeddings, prefixes and masks, with padding
+    # and a layer without a prefix.
+    rng = np.random.default_rng(0)
+    batch, tokens, prompts = 3, 5, 2
+    mask = np.ones((batch, tokens), dtype=np.int64)
+    mask[1, 3:] = 0
+    prefix_mask = np.ones((batch, layers, prompts), dtype=np.int64)
+    prefix_mask[:, 0] = 0
+    prefix_mask[2, :, 1] = 0
+    feeds = {"token_embeds": rng.standard_normal((batch, tokens, config.hidden_size), dtype=np.float32),
+             "attention_mask": mask, "token_type_ids": np.zeros((batch, tokens), dtype=np.int64),
+             "prefix_mask": prefix_mask}  # fmt: skip
+    for layer in range(layers):
+        shape = (2, batch, heads, prompts, config.hidden_size // heads)
+        feeds[graphs.prefix_kv(layer).name] = rng.standard_normal(shape, dtype=np.float32)
+    outputs = []
+    for name in ("default.onnx", "fused.onnx"):
+        session = ort.InferenceSession(str(tmp_path / name), providers=["CPUExecutionProvider"])
+        wanted = {i.name for i in session.get_inputs()}
+        outputs.append(session.run(None, {k: v for k, v in feeds.items() if k in wanted})[0])
+    real = mask.astype(bool)  # padded positions' outputs are not used
+    np.testing.assert_allclose(outputs[0][real], outputs[1][real], atol=1e-4, rtol=0)
 
 
 def hf_model_config(folder):

@@ -111,7 +111,7 @@ def test_bench_puts_contestants_side_by_side(tmp_path):
     command = [sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--bundle", str(SENTIMENT_BUNDLE),
                "--bundle", str(other), "--data", str(data), "--rows", "12", "--latency-rows", "2",
                "--threads", "1", "--rounds", "1", "--batch-size", "4", "--work", str(tmp_path / "work"),
-               "--configs", "ipt-fused@sentiment,ipt-fused@other"]  # fmt: skip
+               "--configs", "ipt@sentiment,ipt@other"]  # fmt: skip
     output = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert output.returncode == 0, output.stderr[-3000:]
     lines = output.stdout.split("per contestant", 1)[1].splitlines()
@@ -125,6 +125,32 @@ def test_bench_puts_contestants_side_by_side(tmp_path):
     assert cells[1].startswith("tiny-bert (bert, 2 layers, hidden 32)") or "(bert, 2 layers" in cells[1]
     assert cells[5] == "–"  # no int8 encoder in the committed bundles: that cell is empty
     assert cells[6].startswith(f"{sizes['all']:.1f} (")
+
+
+@pytest.mark.export
+def test_bench_paired_times_every_config_in_one_process(tmp_path):
+    other = shutil.copytree(SENTIMENT_BUNDLE, tmp_path / "other")
+    data = write_tsv(tmp_path / "rows.tsv", ["text", "label"], sentiment_rows(12, seed=3))
+    command = [sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--bundle", str(SENTIMENT_BUNDLE),
+               "--bundle", str(other), "--data", str(data), "--rows", "12", "--threads", "1", "--rounds", "2",
+               "--batch-size", "4", "--block", "2", "--paired", "--work", str(tmp_path / "work"),
+               "--configs", "ipt@sentiment,ipt@other"]  # fmt: skip
+    output = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert output.returncode == 0, output.stderr[-3000:]
+    rows = [
+        line for line in output.stdout.splitlines() if line.startswith(("| ipt@sentiment |", "| ipt@other |"))
+    ]
+    assert len(rows) == 2 and all(float(row.split("|")[2]) > 0 for row in rows)  # rows/s of each
+    assert "paired, 2 rounds" in output.stdout
+
+
+def test_bench_paired_refuses_file_order_configs_by_name(tmp_path):
+    data = write_tsv(tmp_path / "rows.tsv", ["text", "label"], sentiment_rows(4, seed=3))
+    command = [sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--bundle", str(SENTIMENT_BUNDLE),
+               "--data", str(data), "--paired", "--work", str(tmp_path / "work"),
+               "--configs", "ipt,ipt-arrival"]  # fmt: skip
+    output = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert output.returncode != 0 and "drop ipt-arrival" in output.stderr
 
 
 @pytest.mark.export
@@ -156,6 +182,6 @@ def test_bench_runs_each_ipt_config_between_its_peers():
     bench = load("bench")
     assert sorted(bench.RUN_ORDER) == sorted(bench.TORCH + bench.BACKBONE + bench.OPTIMUM + bench.IPT)
     for ipt, peer in bench.BACKBONE_PEER.items():
-        if ipt in ("ipt-fused", "ipt-int8"):  # the targets' configs: run right after their plain backbone
+        if ipt in tuple(bench.TARGETS):  # the targets' configs: run right after their plain backbone
             assert bench.RUN_ORDER.index(ipt) == bench.RUN_ORDER.index(peer) + 1
             assert bench.RUN_ORDER.index(bench.OPTIMUM_PEER[ipt]) == bench.RUN_ORDER.index(ipt) + 1

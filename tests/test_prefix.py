@@ -131,10 +131,10 @@ def test_first_prompted_layer_is_recorded_and_used(checkpoints, tmp_path):
     assert classifier.task.prefix_mask[:, 0].tolist() == [0, 1]  # [L, P]: layer 0 off
 
 
-def test_the_encoder_is_the_fused_plain_backbone_fed_through_past(checkpoints, tmp_path):
+def test_an_optimized_encoder_is_the_fused_plain_backbone_fed_through_past(checkpoints, tmp_path):
     import onnx
 
-    export_checkpoint(checkpoints["prefix"], tmp_path / "b", task="p", log=lambda m: None)
+    export_checkpoint(checkpoints["prefix"], tmp_path / "b", task="p", optimize=True, log=lambda m: None)
     manifest = read_manifest(tmp_path / "b")
     layers = manifest.backbone.num_layers
     assert manifest.encoder.file == "encoder.onnx" and manifest.encoder.fusions["Attention"] == layers
@@ -144,9 +144,13 @@ def test_the_encoder_is_the_fused_plain_backbone_fed_through_past(checkpoints, t
     assert not [node for node in graph.node if node.op_type == "Softmax"]  # no unfused attention left
 
 
-def test_an_unfused_export_still_matches_pytorch(checkpoints, tiny_backbone, tmp_path):
-    export_checkpoint(checkpoints["mlp-prefix"], tmp_path / "b", task="p", optimize=False, log=lambda m: None)
+def test_the_default_export_is_unfused_and_matches_pytorch(checkpoints, tiny_backbone, tmp_path):
+    import onnx
+
+    export_checkpoint(checkpoints["mlp-prefix"], tmp_path / "b", task="p", log=lambda m: None)
     assert read_manifest(tmp_path / "b").encoder.fusions == {}
+    ops = {node.op_type for node in onnx.load(str(tmp_path / "b" / "encoder.onnx")).graph.node}
+    assert "Attention" not in ops and "Softmax" in ops  # ONNX Runtime fuses what it can at load
     texts = ["the film was good", "a dull and boring plot , very poor", "superb"]
     got = Classifier.load(tmp_path / "b").logits(texts)
     np.testing.assert_allclose(got, torch_logits(checkpoints["mlp-prefix"], tiny_backbone, texts), atol=1e-4)

@@ -28,8 +28,13 @@ def export(
         float, typer.Option(min=0.0, help="Largest |logit difference| ONNX Runtime vs PyTorch accepted.")
     ] = 1e-4,
     optimize: Annotated[
-        bool, typer.Option(help="Fuse attention, GELU and layer norms in the backbone graph of a new bundle.")
-    ] = True,
+        bool,
+        typer.Option(
+            help="Fuse attention in the backbone graph of a new bundle at export (each layer's prefix read "
+            "through the fused Attention's past). Off by default: on CPU the unfused graph, which ONNX Runtime "
+            "fuses at load, measured faster (docs/performance.md)."
+        ),
+    ] = False,
     quantize: Annotated[
         str | None,
         typer.Option(help="int8: also build the dynamically quantized backbone graph (needs --calibration)."),
