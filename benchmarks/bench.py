@@ -3,8 +3,8 @@
     python benchmarks/bench.py models/sst2-sentiment --data work/sst2/test.tsv \\
         --text-column sentence --rows 2000 --threads 2 --rounds 3
 
-Contestants: each CHECKPOINT is exported here (a fused bundle with an int8 encoder, and an unfused
-one, cached in --work); each `--bundle PATH` (repeatable) is an exported bundle run as it is, of
+Contestants: each CHECKPOINT is exported here (a bundle as `ipt-edge export` writes it by default,
+with an int8 encoder, and one exported with --optimize; cached in --work); each `--bundle PATH` (repeatable) is an exported bundle run as it is, of
 any generator family (it is loaded through ipt_edge.Classifier.load). With several contestants their
 configs are named `ipt@NAME` etc. (NAME: the checkpoint's or bundle's folder name), and a
 second table puts the contestants side by side: backbone, accuracy, rows/s fp32 and int8, bundle MB,
@@ -345,11 +345,13 @@ class Runner:
     layers: int
     prefix: int = 0  # prefix keys/values each attention reads (ipt-edge, torch)
     label_values: list[str] | None = None  # what the logits' columns mean (none: no accuracy)
+    ready: float = 0.0  # time.time() once loaded and run on one text: cold start ends here
 
 
 def load_runner(kind: str, args: argparse.Namespace, people: list[Contestant], person: Contestant,
                 texts: list[str]) -> Runner:  # fmt: skip
-    """The config `kind` of `person`, loaded with args.threads threads and run once on one text."""
+    """The config `kind` of `person`, loaded with args.threads threads and run once on one text;
+    each text's token count is taken after that, so it is not part of the cold start."""
     threads = args.threads
     if kind.startswith("torch"):
         import torch
@@ -370,9 +372,11 @@ def load_runner(kind: str, args: argparse.Namespace, people: list[Contestant], p
                                                            batch.token_type_ids))).numpy()  # fmt: skip
 
         hf = backbone.model.config
+        run(texts[:1])
+        ready = time.time()
         runner = Runner(run, [len(e.ids) for e in encoder.tokenizer.encode_batch(texts)], hf.hidden_size,
                         hf.num_hidden_layers, model.config.prompt_length,
-                        list(model.config.label_values or model.config.labels))  # fmt: skip
+                        list(model.config.label_values or model.config.labels), ready)  # fmt: skip
     elif kind.startswith(("backbone", "optimum")):
         import onnxruntime as ort
 
@@ -412,8 +416,10 @@ def load_runner(kind: str, args: argparse.Namespace, people: list[Contestant], p
                              token_type_ids=batch.token_type_ids).logits  # fmt: skip
 
         bb = manifest.backbone
+        run(texts[:1])
+        ready = time.time()
         runner = Runner(run, [len(e.ids) for e in encoder.tokenizer.encode_batch(texts)], bb.hidden_size,
-                        bb.num_layers)  # fmt: skip
+                        bb.num_layers, ready=ready)  # fmt: skip
     else:
         from ipt_edge.classifier import Classifier
 
@@ -421,11 +427,12 @@ def load_runner(kind: str, args: argparse.Namespace, people: list[Contestant], p
         precision = "int8" if kind == "ipt-int8" else "fp32"
         classifier = Classifier.load(bundle, task=person.task, threads=threads, precision=precision)
         info, bb = classifier.task.info, classifier.bundle.manifest.backbone
+        classifier.logits(texts[:1])
+        ready = time.time()
         lengths = [len(e.ids) for e in classifier.bundle.text_encoder(info.max_length).tokenize(texts)]
         # One call per batch, as every config here runs: the caller has sorted the rows already.
         runner = Runner(lambda rows: classifier.logits(rows, args.batch_size), lengths, bb.hidden_size,
-                        bb.num_layers, info.prompt_length, list(info.label_values))  # fmt: skip
-    runner.run(texts[:1])
+                        bb.num_layers, info.prompt_length, list(info.label_values), ready)  # fmt: skip
     return runner
 
 
@@ -442,14 +449,16 @@ def worker(config: str, args: argparse.Namespace, people: list[Contestant], star
     kind, name = split_config(config)
     person = next((p for p in people if p.name == name), people[0])
     runner = load_runner(kind, args, people, person, texts)
-    result: dict = {"config": config, "cold_start_s": time.time() - started}
+    result: dict = {"config": config, "cold_start_s": runner.ready - started}
     order = batch_order(kind, runner.lengths)
+    keep = runner.label_values is not None  # logits for the accuracy; hidden states are dropped
     outputs: list[np.ndarray] = [np.empty(0)] * len(texts)
     begin = time.perf_counter()
     for rows in batches(order, args.batch_size):
         out = runner.run([texts[i] for i in rows])
-        for i, row in zip(rows, out, strict=True):  # the backbone alone: hidden states, kept as views
-            outputs[i] = row
+        if keep:
+            for i, row in zip(rows, out, strict=True):
+                outputs[i] = row
     seconds = time.perf_counter() - begin
     result["rows_per_s"] = len(texts) / seconds
     flops = batch_flops(runner.hidden, runner.layers, runner.lengths, order, args.batch_size, runner.prefix)
@@ -461,7 +470,7 @@ def worker(config: str, args: argparse.Namespace, people: list[Contestant], star
         latencies.append(time.perf_counter() - t)
     result["p50_ms"] = 1000 * float(np.percentile(latencies, 50))
     result["p95_ms"] = 1000 * float(np.percentile(latencies, 95))
-    if runner.label_values is not None:  # optimum's head is freshly initialised: no accuracy
+    if keep:  # optimum's head is freshly initialised: no accuracy
         logits = np.stack(outputs)
         np.save(args.work / f"logits-{config}.npy", logits)
         predicted = [runner.label_values[i] for i in logits.argmax(-1)]
@@ -470,44 +479,43 @@ def worker(config: str, args: argparse.Namespace, people: list[Contestant], star
     return result
 
 
-def paired(args: argparse.Namespace, people: list[Contestant], configs: list[str]) -> dict[str, list[dict]]:
-    """Every config loaded in this one process and timed batch by batch (--paired).
+def paired(
+    args: argparse.Namespace, people: list[Contestant], configs: list[str]
+) -> tuple[dict[str, list[dict]], dict[str, float]]:
+    """Every config loaded in this one process and timed block by block (--paired).
 
     The length-sorted batches are cut into blocks of --block batches. Each block runs through every
     config back to back, in a fresh random order per block, so a change in the machine's speed (a
-    shared VM drifts by tens of percent over minutes) reaches every config alike; a config's time in
-    a round is the sum over its blocks. Before its timed block a config runs the block's first batch
-    once, untimed: its weights are then in cache, as they are for a user who runs one model (timed
-    cold, batch by batch, every config lost about a third, and the one with more graphs more).
-    A second session of the first peer runs alongside as a control: its ratio to the first shows
-    how far two identical contestants land apart under this method. Returns per-round rows/s and
-    GFLOP/s."""
+    shared VM drifts by tens of percent over minutes) reaches every config alike. Before its timed
+    block a config runs the block's first batch once, untimed: its weights are then in cache, as
+    they are for a user who runs one model (timed cold, batch by batch, every config lost about a
+    third, and the one with more graphs more). A second session of the first peer runs alongside
+    as a control: its ratio to the first shows how far two identical contestants land apart.
+
+    Returns per-round rows/s and GFLOP/s (a round's time: the sum over its blocks), and each
+    config's robust time: the sum over blocks of the block's median time over the rounds, which a
+    stall of the VM in one round of one block does not move."""
     texts, _ = read_rows(args.data, args.text_column, args.label_column, args.rows)
     runners: dict[str, Runner] = {}
     for config in configs:
         kind, name = split_config(config)
         log(f"loading {config}")
-        runners[config] = load_runner(
-            kind, args, people, next((p for p in people if p.name == name), people[0]), texts
-        )
-    control = next(
-        (
-            BACKBONE_PEER[split_config(c)[0]]
-            for c in configs
-            if BACKBONE_PEER.get(split_config(c)[0]) in runners
-        ),
-        None,
-    )
-    if control is not None:
-        runners[f"{control} (control)"] = load_runner(control, args, people, people[0], texts)
+        person = next((p for p in people if p.name == name), people[0])
+        runners[config] = load_runner(kind, args, people, person, texts)
+    peers = [
+        BACKBONE_PEER[split_config(c)[0]] for c in configs if BACKBONE_PEER.get(split_config(c)[0]) in runners
+    ]
+    if peers:
+        runners[f"{peers[0]} (control)"] = load_runner(peers[0], args, people, people[0], texts)
     first_ipt = next(c for c in configs if split_config(c)[0] in IPT)
     order = batch_order("sorted", runners[first_ipt].lengths)  # one batching for all: the same rows per batch
     groups = batches(order, args.batch_size)
-    seconds = {config: [0.0] * args.rounds for config in runners}
+    starts = range(0, len(groups), args.block)
+    times = {config: np.zeros((args.rounds, len(starts))) for config in runners}  # [round, block] seconds
     rng = np.random.default_rng(0)
     names = list(runners)
     for round_number in range(args.rounds):
-        for start in range(0, len(groups), args.block):
+        for number, start in enumerate(starts):
             block = [[texts[i] for i in rows] for rows in groups[start : start + args.block]]
             for index in rng.permutation(len(names)):
                 config = names[index]
@@ -515,10 +523,10 @@ def paired(args: argparse.Namespace, people: list[Contestant], configs: list[str
                 begin = time.perf_counter()
                 for batch in block:
                     runners[config].run(batch)
-                seconds[config][round_number] += time.perf_counter() - begin
+                times[config][round_number, number] = time.perf_counter() - begin
         log(
             f"round {round_number + 1}: "
-            + ", ".join(f"{c} {len(texts) / s[round_number]:.1f} rows/s" for c, s in seconds.items())
+            + ", ".join(f"{c} {len(texts) / t[round_number].sum():.1f} rows/s" for c, t in times.items())
         )
     runs: dict[str, list[dict]] = {}
     for config, runner in runners.items():
@@ -526,8 +534,9 @@ def paired(args: argparse.Namespace, people: list[Contestant], configs: list[str
             runner.hidden, runner.layers, runner.lengths, order, args.batch_size, runner.prefix
         )
         runs[config] = [{"config": config, "rows_per_s": len(texts) / s, "gflops_per_s": flops / s / 1e9}
-                        for s in seconds[config]]  # fmt: skip
-    return runs
+                        for s in times[config].sum(axis=1)]  # fmt: skip
+    robust = {config: float(np.median(t, axis=0).sum()) for config, t in times.items()}
+    return runs, robust
 
 
 def peak_rss_mb() -> float:
@@ -729,37 +738,56 @@ def check_configs(configs: list[str], people: list[Contestant]) -> None:
 
 
 def report_paired(args: argparse.Namespace, people: list[Contestant], configs: list[str]) -> None:
-    arrival = [c for c in configs if split_config(c)[0].endswith("arrival")]
-    if arrival and args.configs:
-        raise SystemExit(
-            f"--paired runs every config on the same length-sorted batches: drop {', '.join(arrival)}"
-        )
-    configs = [c for c in configs if c not in arrival]
+    configs = [
+        c for c in configs if not split_config(c)[0].endswith("arrival")
+    ]  # main refuses them asked for
     if not any(split_config(c)[0] in IPT for c in configs):
         raise SystemExit("--paired needs an ipt-* config: its ratios are to the peers")
-    runs = paired(args, people, configs)
+    runs, robust = paired(args, people, configs)
+    (args.work / "runs-paired.json").write_text(
+        json.dumps({"args": sys.argv[1:], "runs": runs, "robust_seconds": robust}, indent=1)
+    )
+    rows = len(read_rows(args.data, args.text_column, args.label_column, args.rows)[0])
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; threads {args.threads}; "
-          f"batch {args.batch_size}; {args.rows} rows of {args.data}; paired, {args.rounds} rounds")  # fmt: skip
+          f"batch {args.batch_size}; {args.rows} rows of {args.data}; paired, {args.rounds} rounds, "
+          f"blocks of {args.block} batches")  # fmt: skip
     print(f"contestants: {', '.join(f'{p.name} ({p.checkpoint or p.bundle})' for p in people)}\n")
-    print("| config | rows/s (median of rounds) | GFLOP/s |\n|---|---|---|")
+    print(
+        "| config | rows/s (blocks' medians) | rows/s per round: median (min–max) | GFLOP/s (median round) |"
+    )
+    print("|---|---|---|---|")
     for config, rounds in runs.items():
-        print(f"| {config} | {np.median([r['rows_per_s'] for r in rounds]):.1f} "
+        speeds = [r["rows_per_s"] for r in rounds]
+        print(f"| {config} | {rows / robust[config]:.1f} | {np.median(speeds):.1f} ({min(speeds):.1f}–{max(speeds):.1f}) "
               f"| {np.median([r['gflops_per_s'] for r in rounds]):.1f} |")  # fmt: skip
-    controls = [c for c in runs if c.endswith(" (control)")]
-    peers, targets = peer_table({c: r for c, r in runs.items() if c not in controls})
-    if any(split_config(c)[0] in (*BACKBONE, *OPTIMUM) for c in runs):  # no peer ran: no ratios to show
-        print(
-            f"\nipt-edge against its peers: medians of the per-round ratios (min–max over {args.rounds} rounds)\n"
-        )
-        print(peers)
-        print()
-    for control in controls:
+    if not any(split_config(c)[0] in (*BACKBONE, *OPTIMUM) for c in runs):  # no peer ran: no ratios
+        return
+    print("\nipt-edge against its peers, same precision: the ratio of the blocks' median times summed, and "
+          f"the per-round ratios (median, min–max over {args.rounds} rounds)\n")  # fmt: skip
+    print("| ipt-edge config | peer | × peer (blocks' medians) | × peer per round |\n|---|---|---|---|")
+    pairs = [(c, peer) for c in runs if split_config(c)[0] in BACKBONE_PEER
+             for peer in (BACKBONE_PEER[split_config(c)[0]], OPTIMUM_PEER[split_config(c)[0]]) if peer in runs]  # fmt: skip
+    for config, peer in pairs:
+        print(f"| {config} | {peer} | {robust[peer] / robust[config]:.2f} "
+              f"| {format_ratio(round_ratio(runs, config, peer), peer)} |")  # fmt: skip
+    print()
+    for control in (c for c in runs if c.endswith(" (control)")):
         first = control.removesuffix(" (control)")
-        print(
-            f"control: a second session of {first}: {format_ratio(round_ratio(runs, control, first), first)}"
-        )
-    for line in targets:
-        print(line)
+        print(f"control: a second session of {first}: {robust[first] / robust[control]:.2f} (blocks' medians); "
+              f"per round {format_ratio(round_ratio(runs, control, first), first)}")  # fmt: skip
+    for config, peer in pairs:
+        kind = split_config(config)[0]
+        if kind in TARGETS and peer == BACKBONE_PEER[kind]:
+            ratio = robust[peer] / robust[config]
+            verdict = "met" if ratio >= TARGETS[kind] else "missed"
+            print(f"target {config} >= {TARGETS[kind]:.2f}× {peer}: {ratio:.2f} (blocks' medians): {verdict}")
+
+
+def positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return number
 
 
 def main() -> None:
@@ -785,7 +813,7 @@ def main() -> None:
     parser.add_argument("--paired", action="store_true",
                         help="time every config in one process, block by block of --block batches, in a random order per block "
                              "(ratios only: no cold start, latency or RSS); the *-arrival configs are left out")  # fmt: skip
-    parser.add_argument("--block", type=int, default=8, help="batches per block in --paired (default 8)")
+    parser.add_argument("--block", type=positive, default=8, help="batches per block in --paired (default 8)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--started", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -798,6 +826,11 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     requested = [c for c in args.configs.split(",") if c]
     check_configs(requested, people)
+    arrival = [c for c in requested if split_config(c)[0].endswith("arrival")]
+    if args.paired and arrival:
+        raise SystemExit(
+            f"--paired runs every config on the same length-sorted batches: drop {', '.join(arrival)}"
+        )
     kinds = {split_config(c)[0] for c in requested} or {*TORCH, *BACKBONE, *IPT, *OPTIMUM}
     if not requested and not optimum_available():
         kinds -= set(OPTIMUM)

@@ -346,9 +346,10 @@ class FrozenBackbone(ArchitectureBackbone):
     Tokens keep positions 0..T-1 (+ the architecture's offset). Layer l's attention reads the P
     prefix keys/values prefix_kv[l] in front of the tokens' own; prefix_mask[:, l] (1 = attend)
     covers them, so layers below a task's first prompted layer, given a zero mask, run as the plain
-    backbone. Where ONNX Runtime fuses the architecture's attention, the exported encoder.onnx is
-    the fused plain backbone fed the prefix through its attention's `past` (onnx_export.py) and
-    this module is its PyTorch reference; elsewhere this module is the exported graph.
+    backbone. This module is the exported encoder.onnx by default; with `export --optimize`, where
+    ONNX Runtime fuses the architecture's attention, encoder.onnx is instead the fused plain
+    backbone fed the prefix through its attention's `past` (onnx_export.py), and this module is its
+    PyTorch reference.
 
         forward(token_embeds [B,T,E] float, attention_mask [B,T] int64, token_type_ids [B,T] int64,
                 prefix_mask [B,L,P] int64, *prefix_kv: L x [2,B,heads,P,head_dim]) -> hidden [B,T,H]

@@ -206,11 +206,12 @@ def quantize_encoder(source: Path, target: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     # The quantizer logs "Please consider to run pre-processing before quantization" through the
-    # root logger. That pre-processing (shape inference and ORT's graph optimizations) is done
-    # already: the graph is fused at export. Silence that message. On MPNet's unfused graph
-    # (export_encoder) it also logs, once per layer, a multi-line "Inference failed or unsupported
+    # root logger. That pre-processing (shape inference, ORT's graph optimizations) is for static
+    # quantization's activation ranges; dynamic quantization of the weights of MatMul nodes needs
+    # neither, and ONNX Runtime fuses the quantized graph at load (DynamicQuantizeMatMul). Silence
+    # that message. On the unfused graphs (export_encoder) it also logs, once per layer, a multi-line "Inference failed or unsupported
     # type to quantize for tensor '/Slice_N_output_0'": integer shape arithmetic (the pads that widen
-    # layer N's position bias over the prefix slots), which nothing quantizes anyway. Silence those
+    # layer N's position bias over the prefix slots, MPNet), which nothing quantizes anyway. Silence those
     # two, and only them.
     root = logging.getLogger()
     skip_hint = _DropMessage(

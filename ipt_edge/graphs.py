@@ -14,9 +14,11 @@ keys and values in each layer (`prefix_mask` says which a row attends to). Queri
 norms run on the T tokens only, so the text keeps its positions and the output is hidden [B, T, H].
 
 Why one tensor per layer, keys and values stacked: that is the layout ONNX Runtime's fused
-Attention takes as `past` ([2, B, heads, P, head_dim]), so a generator writes each layer's prefix
-once, where the backbone reads it: no gather, concat or transpose between the two graphs (a
-[B, L, ...] pair of tensors cost four more passes over ~9 MB per batch of 32 for MiniLM).
+Attention takes as `past` ([2, B, heads, P, head_dim]), the graph `export --optimize` writes, so a
+generator writes each layer's prefix once, where either form of the backbone graph reads it: no
+gather or transpose between the two graphs (a [B, L, ...] pair of tensors cost four more passes
+over ~9 MB per batch of 32 for MiniLM). The default, unfused graph joins each layer's prefix to
+the text's keys and values with a Concat inside the graph.
 """
 
 from __future__ import annotations

@@ -58,7 +58,8 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     if threads is not None and threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
     options = ort.SessionOptions()
-    # The backbone was optimized at export; basic fusions at load are cheap, the rest are already done.
+    # ONNX Runtime's own fusions at load (layer norms, GELU, the scaled QK product, quantized matmuls):
+    # the default backbone graph is exported unfused and relies on them (export_encoder says why).
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     threads = threads or threads_from_env()
     if threads:

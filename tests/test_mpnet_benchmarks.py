@@ -128,20 +128,21 @@ def test_bench_puts_contestants_side_by_side(tmp_path):
 
 
 @pytest.mark.export
-def test_bench_paired_times_every_config_in_one_process(tmp_path):
-    other = shutil.copytree(SENTIMENT_BUNDLE, tmp_path / "other")
+def test_bench_paired_sets_each_config_against_its_peer_and_a_control(checkpoints, tmp_path):
     data = write_tsv(tmp_path / "rows.tsv", ["text", "label"], sentiment_rows(12, seed=3))
-    command = [sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--bundle", str(SENTIMENT_BUNDLE),
-               "--bundle", str(other), "--data", str(data), "--rows", "12", "--threads", "1", "--rounds", "2",
-               "--batch-size", "4", "--block", "2", "--paired", "--work", str(tmp_path / "work"),
-               "--configs", "ipt@sentiment,ipt@other"]  # fmt: skip
+    command = [sys.executable, str(ROOT / "benchmarks" / "bench.py"), str(checkpoints["attn-prefix"]),
+               "--data", str(data), "--rows", "12", "--threads", "1", "--rounds", "2", "--batch-size", "4",
+               "--block", "2", "--paired", "--work", str(tmp_path / "work"), "--configs", "backbone-T-fused,ipt"]  # fmt: skip
     output = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert output.returncode == 0, output.stderr[-3000:]
-    rows = [
-        line for line in output.stdout.splitlines() if line.startswith(("| ipt@sentiment |", "| ipt@other |"))
-    ]
-    assert len(rows) == 2 and all(float(row.split("|")[2]) > 0 for row in rows)  # rows/s of each
-    assert "paired, 2 rounds" in output.stdout
+    lines = output.stdout.splitlines()
+    rows = {line.split("|")[1].strip(): line for line in lines if line.startswith("| ")}
+    assert {"ipt", "backbone-T-fused", "backbone-T-fused (control)"} <= set(rows)
+    assert "vs backbone-T-fused" in rows["ipt"]  # the peer table's row: ipt against its plain backbone
+    assert any(line.startswith("control: a second session of backbone-T-fused: ") for line in lines)
+    assert any(line.startswith("target ipt >= 0.95× backbone-T-fused: ") for line in lines)
+    runs = json.loads((tmp_path / "work" / "runs-paired.json").read_text())["runs"]
+    assert all(len(rounds) == 2 for rounds in runs.values())  # every config timed in every round
 
 
 def test_bench_paired_refuses_file_order_configs_by_name(tmp_path):

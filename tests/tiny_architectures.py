@@ -287,9 +287,7 @@ def _tax(kind: str, work: Path, size: Size, texts: list[str], train: Path, batch
     checkpoint = train_checkpoint(folder, train, None, work / f"ckpt-{kind}", generator="attn-prefix",
                                   prompt_length=16, max_length=128)  # fmt: skip
     bundle = work / f"bundle-{kind}"
-    export_checkpoint(
-        checkpoint, bundle, task="t", optimize=True, log=lambda message: None
-    )  # the fused route
+    export_checkpoint(checkpoint, bundle, task="t", log=lambda message: None)
     plain_fusions = _plain_graph(folder, work / f"plain-{kind}.onnx")
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
