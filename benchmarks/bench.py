@@ -251,7 +251,7 @@ def export_backbone_alone(backbone, graphs: Path) -> None:
     from ipt_edge_export.onnx_export import optimize_encoder, quantize_encoder
 
     plain, fused = graphs / "backbone-plain.onnx", graphs / "backbone-fused.onnx"
-    ids = torch.randint(5, 1000, (2, 9))
+    ids = torch.randint(5, min(1000, backbone.model.config.vocab_size), (2, 9))  # any real token ids
     with torch.no_grad():
         torch.onnx.export(
             backbone.model, (ids, torch.ones_like(ids), torch.zeros_like(ids)), str(plain),

@@ -284,10 +284,9 @@ def export_encoder(
     in int8, DynamicQuantizeMatMul). With `optimize`, the plain backbone is instead fused at export
     by ONNX Runtime's transformer optimizer and each layer's fused Attention node is given its
     prefix through `past`. The default is the faster of the two on CPU: side by side (bench.py
-    --paired, docs/performance.md, 2026-12-03) the default ran at 0.99-1.02x the plain fused
-    backbone in fp32 and 1.05x in int8, the fused route at 0.92-0.94x and 0.95x, while the plain
-    backbone itself ran as fast unfused as fused. `optimize` stays for other providers (CUDA is
-    unmeasured here). Where the optimizer fuses attention in fewer than every layer, `optimize`
+    --paired, docs/performance.md, 2026-12-03) the default ran at 0.98-1.00x the plain fused
+    backbone in fp32 and 0.99-1.03x in int8, the fused route at 0.95-0.96x and 0.95x. `optimize`
+    stays for other providers (CUDA is unmeasured here). Where the optimizer fuses attention in fewer than every layer, `optimize`
     writes the default graph: with onnxruntime 1.32 it fuses every layer of bert, roberta,
     xlm-roberta, camembert, electra and distilbert, none of mpnet (its position bias sits between
     the scores and the mask), deberta-v2 (disentangled terms) or modernbert (rotary, fused Wqkv):
