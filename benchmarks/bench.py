@@ -4,10 +4,10 @@
         --text-column sentence --rows 2000 --threads 2 --rounds 3
 
 Contestants: each CHECKPOINT is exported here (a bundle as `ipt-edge export` writes it by default,
-with an int8 encoder, and one exported with --optimize; cached in --work); each `--bundle PATH` (repeatable) is an exported bundle run as it is, of
-any generator family (it is loaded through ipt_edge.Classifier.load). With several contestants their
-configs are named `ipt@NAME` etc. (NAME: the checkpoint's or bundle's folder name), and a
-second table puts the contestants side by side: backbone, accuracy, rows/s fp32 and int8, bundle MB,
+with an int8 encoder, and one exported with --optimize; cached in --work); each `--bundle PATH`
+(repeatable) is an exported bundle run as it is, of any generator family (it is loaded through
+ipt_edge.Classifier.load). With several contestants their configs are named `ipt@NAME` etc.
+(NAME: the checkpoint's or bundle's folder name), and a second table puts the contestants side by side: backbone, accuracy, rows/s fp32 and int8, bundle MB,
 cold start and peak RSS. Contestants may have different backbones (choosing a backbone:
 
     python benchmarks/bench.py --bundle bundle-minilm --bundle bundle-mpnet --data work/sst2/test.tsv \\
@@ -371,12 +371,12 @@ def load_runner(kind: str, args: argparse.Namespace, people: list[Contestant], p
                 return model(*(torch.from_numpy(a) for a in (batch.input_ids, batch.attention_mask,
                                                            batch.token_type_ids))).numpy()  # fmt: skip
 
+        def count(rows: list[str]) -> list[int]:
+            return [len(e.ids) for e in encoder.tokenizer.encode_batch(rows)]
+
         hf = backbone.model.config
-        run(texts[:1])
-        ready = time.time()
-        runner = Runner(run, [len(e.ids) for e in encoder.tokenizer.encode_batch(texts)], hf.hidden_size,
-                        hf.num_hidden_layers, model.config.prompt_length,
-                        list(model.config.label_values or model.config.labels), ready)  # fmt: skip
+        hidden, layers, prefix = hf.hidden_size, hf.num_hidden_layers, model.config.prompt_length
+        labels: list[str] | None = list(model.config.label_values or model.config.labels)
     elif kind.startswith(("backbone", "optimum")):
         import onnxruntime as ort
 
@@ -415,11 +415,11 @@ def load_runner(kind: str, args: argparse.Namespace, people: list[Contestant], p
                 return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                              token_type_ids=batch.token_type_ids).logits  # fmt: skip
 
+        def count(rows: list[str]) -> list[int]:
+            return [len(e.ids) for e in encoder.tokenizer.encode_batch(rows)]
+
         bb = manifest.backbone
-        run(texts[:1])
-        ready = time.time()
-        runner = Runner(run, [len(e.ids) for e in encoder.tokenizer.encode_batch(texts)], bb.hidden_size,
-                        bb.num_layers, ready=ready)  # fmt: skip
+        hidden, layers, prefix, labels = bb.hidden_size, bb.num_layers, 0, None  # optimum: no trained head
     else:
         from ipt_edge.classifier import Classifier
 
@@ -427,13 +427,22 @@ def load_runner(kind: str, args: argparse.Namespace, people: list[Contestant], p
         precision = "int8" if kind == "ipt-int8" else "fp32"
         classifier = Classifier.load(bundle, task=person.task, threads=threads, precision=precision)
         info, bb = classifier.task.info, classifier.bundle.manifest.backbone
-        classifier.logits(texts[:1])
-        ready = time.time()
-        lengths = [len(e.ids) for e in classifier.bundle.text_encoder(info.max_length).tokenize(texts)]
-        # One call per batch, as every config here runs: the caller has sorted the rows already.
-        runner = Runner(lambda rows: classifier.logits(rows, args.batch_size), lengths, bb.hidden_size,
-                        bb.num_layers, info.prompt_length, list(info.label_values), ready)  # fmt: skip
-    return runner
+
+        def run(rows: list[str]) -> np.ndarray:  # one call per batch: the caller has sorted the rows
+            return classifier.logits(rows, args.batch_size)
+
+        def count(rows: list[str]) -> list[int]:
+            return [len(e.ids) for e in classifier.bundle.text_encoder(info.max_length).tokenize(rows)]
+
+        hidden, layers, prefix, labels = (
+            bb.hidden_size,
+            bb.num_layers,
+            info.prompt_length,
+            list(info.label_values),
+        )
+    run(texts[:1])
+    ready = time.time()
+    return Runner(run, count(texts), hidden, layers, prefix, labels, ready)
 
 
 def batch_order(kind: str, lengths: list[int]) -> list[int]:
@@ -444,21 +453,27 @@ def batch_order(kind: str, lengths: list[int]) -> list[int]:
     return order
 
 
+def contestant_of(config: str, people: list[Contestant]) -> Contestant:
+    """The contestant a config runs (`kind@NAME`; without a name, the first)."""
+    name = split_config(config)[1]
+    return next((p for p in people if p.name == name), people[0])
+
+
 def worker(config: str, args: argparse.Namespace, people: list[Contestant], started: float) -> dict:
     texts, labels = read_rows(args.data, args.text_column, args.label_column, args.rows)
-    kind, name = split_config(config)
-    person = next((p for p in people if p.name == name), people[0])
-    runner = load_runner(kind, args, people, person, texts)
+    kind = split_config(config)[0]
+    runner = load_runner(kind, args, people, contestant_of(config, people), texts)
     result: dict = {"config": config, "cold_start_s": runner.ready - started}
     order = batch_order(kind, runner.lengths)
-    keep = runner.label_values is not None  # logits for the accuracy; hidden states are dropped
-    outputs: list[np.ndarray] = [np.empty(0)] * len(texts)
+    # Logits for the accuracy; the backbone alone's hidden states are dropped.
+    logits = (
+        None if runner.label_values is None else np.zeros((len(texts), len(runner.label_values)), np.float32)
+    )
     begin = time.perf_counter()
     for rows in batches(order, args.batch_size):
         out = runner.run([texts[i] for i in rows])
-        if keep:
-            for i, row in zip(rows, out, strict=True):
-                outputs[i] = row
+        if logits is not None:
+            logits[rows] = out
     seconds = time.perf_counter() - begin
     result["rows_per_s"] = len(texts) / seconds
     flops = batch_flops(runner.hidden, runner.layers, runner.lengths, order, args.batch_size, runner.prefix)
@@ -470,8 +485,7 @@ def worker(config: str, args: argparse.Namespace, people: list[Contestant], star
         latencies.append(time.perf_counter() - t)
     result["p50_ms"] = 1000 * float(np.percentile(latencies, 50))
     result["p95_ms"] = 1000 * float(np.percentile(latencies, 95))
-    if keep:  # optimum's head is freshly initialised: no accuracy
-        logits = np.stack(outputs)
+    if logits is not None and runner.label_values is not None:  # optimum's head is freshly initialised
         np.save(args.work / f"logits-{config}.npy", logits)
         predicted = [runner.label_values[i] for i in logits.argmax(-1)]
         result["accuracy"] = float(np.mean([p == g for p, g in zip(predicted, labels, strict=True)]))
@@ -481,7 +495,7 @@ def worker(config: str, args: argparse.Namespace, people: list[Contestant], star
 
 def paired(
     args: argparse.Namespace, people: list[Contestant], configs: list[str]
-) -> tuple[dict[str, list[dict]], dict[str, float]]:
+) -> tuple[dict[str, list[dict]], dict[str, float]]:  # fmt: skip
     """Every config loaded in this one process and timed block by block (--paired).
 
     The length-sorted batches are cut into blocks of --block batches. Each block runs through every
@@ -493,15 +507,15 @@ def paired(
     as a control: its ratio to the first shows how far two identical contestants land apart.
 
     Returns per-round rows/s and GFLOP/s (a round's time: the sum over its blocks), and each
-    config's robust time: the sum over blocks of the block's median time over the rounds, which a
-    stall of the VM in one round of one block does not move."""
+    config's robust rows/s: over its robust time, the sum over blocks of the block's median time
+    over the rounds, which a stall of the VM in one round of one block does not move."""
     texts, _ = read_rows(args.data, args.text_column, args.label_column, args.rows)
     runners: dict[str, Runner] = {}
     for config in configs:
-        kind, name = split_config(config)
         log(f"loading {config}")
-        person = next((p for p in people if p.name == name), people[0])
-        runners[config] = load_runner(kind, args, people, person, texts)
+        runners[config] = load_runner(
+            split_config(config)[0], args, people, contestant_of(config, people), texts
+        )
     peers = [
         BACKBONE_PEER[split_config(c)[0]] for c in configs if BACKBONE_PEER.get(split_config(c)[0]) in runners
     ]
@@ -535,7 +549,7 @@ def paired(
         )
         runs[config] = [{"config": config, "rows_per_s": len(texts) / s, "gflops_per_s": flops / s / 1e9}
                         for s in times[config].sum(axis=1)]  # fmt: skip
-    robust = {config: float(np.median(t, axis=0).sum()) for config, t in times.items()}
+    robust = {config: len(texts) / float(np.median(t, axis=0).sum()) for config, t in times.items()}
     return runs, robust
 
 
@@ -738,16 +752,12 @@ def check_configs(configs: list[str], people: list[Contestant]) -> None:
 
 
 def report_paired(args: argparse.Namespace, people: list[Contestant], configs: list[str]) -> None:
-    configs = [
-        c for c in configs if not split_config(c)[0].endswith("arrival")
-    ]  # main refuses them asked for
     if not any(split_config(c)[0] in IPT for c in configs):
         raise SystemExit("--paired needs an ipt-* config: its ratios are to the peers")
     runs, robust = paired(args, people, configs)
     (args.work / "runs-paired.json").write_text(
-        json.dumps({"args": sys.argv[1:], "runs": runs, "robust_seconds": robust}, indent=1)
+        json.dumps({"args": sys.argv[1:], "runs": runs, "robust_rows_per_s": robust}, indent=1)
     )
-    rows = len(read_rows(args.data, args.text_column, args.label_column, args.rows)[0])
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; threads {args.threads}; "
           f"batch {args.batch_size}; {args.rows} rows of {args.data}; paired, {args.rounds} rounds, "
           f"blocks of {args.block} batches")  # fmt: skip
@@ -758,7 +768,7 @@ def report_paired(args: argparse.Namespace, people: list[Contestant], configs: l
     print("|---|---|---|---|")
     for config, rounds in runs.items():
         speeds = [r["rows_per_s"] for r in rounds]
-        print(f"| {config} | {rows / robust[config]:.1f} | {np.median(speeds):.1f} ({min(speeds):.1f}–{max(speeds):.1f}) "
+        print(f"| {config} | {robust[config]:.1f} | {np.median(speeds):.1f} ({min(speeds):.1f}–{max(speeds):.1f}) "
               f"| {np.median([r['gflops_per_s'] for r in rounds]):.1f} |")  # fmt: skip
     if not any(split_config(c)[0] in (*BACKBONE, *OPTIMUM) for c in runs):  # no peer ran: no ratios
         return
@@ -768,17 +778,17 @@ def report_paired(args: argparse.Namespace, people: list[Contestant], configs: l
     pairs = [(c, peer) for c in runs if split_config(c)[0] in BACKBONE_PEER
              for peer in (BACKBONE_PEER[split_config(c)[0]], OPTIMUM_PEER[split_config(c)[0]]) if peer in runs]  # fmt: skip
     for config, peer in pairs:
-        print(f"| {config} | {peer} | {robust[peer] / robust[config]:.2f} "
+        print(f"| {config} | {peer} | {robust[config] / robust[peer]:.2f} "
               f"| {format_ratio(round_ratio(runs, config, peer), peer)} |")  # fmt: skip
     print()
     for control in (c for c in runs if c.endswith(" (control)")):
         first = control.removesuffix(" (control)")
-        print(f"control: a second session of {first}: {robust[first] / robust[control]:.2f} (blocks' medians); "
+        print(f"control: a second session of {first}: {robust[control] / robust[first]:.2f} (blocks' medians); "
               f"per round {format_ratio(round_ratio(runs, control, first), first)}")  # fmt: skip
     for config, peer in pairs:
         kind = split_config(config)[0]
         if kind in TARGETS and peer == BACKBONE_PEER[kind]:
-            ratio = robust[peer] / robust[config]
+            ratio = robust[config] / robust[peer]
             verdict = "met" if ratio >= TARGETS[kind] else "missed"
             print(f"target {config} >= {TARGETS[kind]:.2f}× {peer}: {ratio:.2f} (blocks' medians): {verdict}")
 
@@ -841,8 +851,8 @@ def main() -> None:
         kinds -= {*BACKBONE, *OPTIMUM}
     prepare(args, people, kinds, shas)
     configs = requested or default_configs(people, one_backbone)
-    if args.paired:
-        report_paired(args, people, configs)
+    if args.paired:  # the file-order configs asked for are refused above; the defaults' are left out
+        report_paired(args, people, [c for c in configs if not split_config(c)[0].endswith("arrival")])
         return
     # A shared VM's speed drifts by tens of percent over minutes: every config runs once per round,
     # rounds are interleaved, and the table shows each figure's median over the rounds. Within a
@@ -911,9 +921,9 @@ def main() -> None:
         a, b = np.load(args.work / "logits-torch-sorted.npy"), np.load(args.work / f"logits-{default}.npy")
         print(f"max |logit difference| {default} vs torch: {np.abs(a - b).max():.2e}")
     for person in people:
-        fused, arrival = (config_name(k, person, len(people) > 1) for k in ("ipt", "ipt-arrival"))
-        if fused in results and arrival in results:
-            print(f"length-sorted batching, {fused}: {results[fused]['rows_per_s'] / results[arrival]['rows_per_s']:.2f}× "
+        sorted_, arrival = (config_name(k, person, len(people) > 1) for k in ("ipt", "ipt-arrival"))
+        if sorted_ in results and arrival in results:
+            print(f"length-sorted batching, {sorted_}: {results[sorted_]['rows_per_s'] / results[arrival]['rows_per_s']:.2f}× "
                   "over file order")  # fmt: skip
     if "optimum-fp32" in results and "optimum-arrival" in results:
         print(f"length-sorted batching, optimum-fp32: "

@@ -41,8 +41,8 @@ It fuses none of mpnet's (the position bias sits between the scaled scores and t
 optimizer takes such a bias only in that same DistilBERT-style pattern), deberta-v2's (c2p/p2c
 terms) or modernbert's (rotary, fused Wqkv). That matters only for `export --optimize`: the
 default backbone graph is unfused for every architecture (export_encoder says why); with
-`--optimize`, where attention does not fuse, export_encoder writes the default graph and says so. `ort_fuses` in the table records this and
-tests/test_architectures.py checks it. The prompt tax of each (a P=16 task through the runtime
+`--optimize`, where attention does not fuse, export_encoder writes the default graph and says so.
+`ort_fuses` in the table records this and tests/test_architectures.py checks it. The prompt tax of each (a P=16 task through the runtime
 against the same backbone's own plain graph at the text's T tokens):
 `python -m tests.tiny_architectures --size minilm`.
 """

@@ -209,10 +209,10 @@ def quantize_encoder(source: Path, target: Path) -> None:
     # root logger. That pre-processing (shape inference, ORT's graph optimizations) is for static
     # quantization's activation ranges; dynamic quantization of the weights of MatMul nodes needs
     # neither, and ONNX Runtime fuses the quantized graph at load (DynamicQuantizeMatMul). Silence
-    # that message. On the unfused graphs (export_encoder) it also logs, once per layer, a multi-line "Inference failed or unsupported
-    # type to quantize for tensor '/Slice_N_output_0'": integer shape arithmetic (the pads that widen
-    # layer N's position bias over the prefix slots, MPNet), which nothing quantizes anyway. Silence those
-    # two, and only them.
+    # that message. On the unfused graphs (export_encoder) it also logs, once per layer, a
+    # multi-line "Inference failed or unsupported type to quantize for tensor '/Slice_N_output_0'":
+    # integer shape arithmetic (the pads that widen layer N's position bias over the prefix slots,
+    # MPNet), which nothing quantizes anyway. Silence those two, and only them.
     root = logging.getLogger()
     skip_hint = _DropMessage(
         "Please consider to run pre-processing", "Inference failed or unsupported type to quantize"
@@ -286,8 +286,8 @@ def export_encoder(
     prefix through `past`. The default is the faster of the two on CPU: side by side (bench.py
     --paired, docs/performance.md, 2026-12-03) the default ran at 0.98-1.00x the plain fused
     backbone in fp32 and 0.99-1.03x in int8, the fused route at 0.95-0.96x and 0.95x. `optimize`
-    stays for other providers (CUDA is unmeasured here). Where the optimizer fuses attention in fewer than every layer, `optimize`
-    writes the default graph: with onnxruntime 1.32 it fuses every layer of bert, roberta,
+    stays for other providers (CUDA is unmeasured here). Where the optimizer fuses attention in
+    fewer than every layer, `optimize` writes the default graph: with onnxruntime 1.32 it fuses every layer of bert, roberta,
     xlm-roberta, camembert, electra and distilbert, none of mpnet (its position bias sits between
     the scores and the mask), deberta-v2 (disentangled terms) or modernbert (rotary, fused Wqkv):
     export/architectures.py."""
@@ -452,8 +452,8 @@ def export_checkpoint(
     """Export a checkpoint into a new bundle, or add it as a task to an existing one.
 
     optimize: fuse attention in the backbone graph at export (export_encoder says why it is off by
-    default; new bundles only: a bundle's graph is made once, by its first task). int8: also build the dynamically quantized encoder (if the bundle lacks it) and judge it
-    on the calibration file."""
+    default; new bundles only: a bundle's graph is made once, by its first task). int8: also build
+    the dynamically quantized encoder (if the bundle lacks it) and judge it on the calibration file."""
     checkpoint = read_checkpoint(checkpoint_dir)
     name = task or Path(checkpoint_dir).resolve().name
     if not TASK_NAME.match(name):

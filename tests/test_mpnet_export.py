@@ -1,8 +1,8 @@
 """What a newcomer sees when exporting an MPNet task (issue #17, real weights): the default backbone
 graph is unfused for every architecture, so the export has nothing to say about fusion (with
 `--optimize` it says that MPNet's attention is not fused, as expected: test_architectures.py), and
-`--quantize int8` does not flood the terminal with the quantizer's per-layer shape-inference warnings. A tiny random MPNet (tests/tiny_architectures.py);
-no real weights, no ../shared."""
+`--quantize int8` does not flood the terminal with the quantizer's per-layer shape-inference
+warnings. A tiny random MPNet (tests/tiny_architectures.py); no real weights, no ../shared."""
 
 from __future__ import annotations
 

@@ -31,9 +31,9 @@ def info(
     )
     shared = sum(manifest.files[f].size for f in manifest.shared_files())
     typer.echo(f"shared   {', '.join(manifest.shared_files())}: {shared / 1e6:.1f} MB")
-    fused = manifest.encoder.fusions
+    fused = ", ".join(f"{op} x{n}" for op, n in manifest.encoder.fusions.items())
     typer.echo(
-        f"fusions  {manifest.encoder.file}: {', '.join(f'{op} x{n}' for op, n in fused.items()) or 'none at export (ONNX Runtime fuses it at load)'}"
+        f"fusions  {manifest.encoder.file}: {fused or 'none at export (ONNX Runtime fuses it at load)'}"
     )
     for name, task in sorted(manifest.tasks.items()):
         size = sum(manifest.files[f].size for f in (task.generator_file, task.head_file))
