@@ -312,8 +312,10 @@ def _tax(kind: str, work: Path, size: Size, texts: list[str], train: Path, batch
 
     plain(), task()  # warm-up
     speeds: dict[str, list[float]] = {"plain": [], "task": [], "ratio": []}
-    for _ in range(rounds):
-        for name, run in (("plain", plain), ("task", task)):
+    for round_ in range(rounds):
+        # Alternate which runs first: a fixed order would give the second a warmer (or hotter) CPU.
+        pair = (("plain", plain), ("task", task)) if round_ % 2 == 0 else (("task", task), ("plain", plain))
+        for name, run in pair:
             begin = time.perf_counter()
             run()
             speeds[name].append(len(texts) / (time.perf_counter() - begin))
@@ -323,6 +325,7 @@ def _tax(kind: str, work: Path, size: Size, texts: list[str], train: Path, batch
         "encoder_fusions": read_manifest(bundle).encoder.fusions.get("Attention", 0),
         "plain_fusions": plain_fusions.get("Attention", 0),
         **{name: statistics.median(values) for name, values in speeds.items()},
+        "ratio_range": (min(speeds["ratio"]), max(speeds["ratio"])),
     }  # fmt: skip
 
 
@@ -347,12 +350,15 @@ def main() -> None:
         )
     print(f"size {args.size} ({size}), {args.rows} rows of ~{results[0]['tokens']:.0f} tokens, batch "
           f"{args.batch_size}, {args.threads} threads, medians of {args.rounds} rounds")  # fmt: skip
+    print("rows/s: medians of the rounds; × plain: the median of the rounds' own ratios (each round times both, "
+          "in alternating order), and their range")  # fmt: skip
     print("| model_type | encoder.onnx attention fused | plain graph attention fused | plain rows/s "
-          "| P=16 task rows/s | × plain |")  # fmt: skip
-    print("|---|---|---|---|---|---|")
+          "| P=16 task rows/s | × plain | rounds' range |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
     for r in results:
+        low, high = r["ratio_range"]
         print(f"| {r['model_type']} | {r['encoder_fusions']} | {r['plain_fusions']} | {r['plain']:.0f} "
-              f"| {r['task']:.0f} | {r['ratio']:.2f} |")  # fmt: skip
+              f"| {r['task']:.0f} | {r['ratio']:.2f} | {low:.2f}–{high:.2f} |")  # fmt: skip
 
 
 if __name__ == "__main__":
