@@ -101,6 +101,9 @@ def run_one(task: str, method: str, seed: int, args: argparse.Namespace) -> dict
     variant += f"-lr{args.lr:g}" if args.lr else ""
     variant += f"-from-{args.init_generator.name}" if args.init_generator else ""
     variant += f"-k{args.prefix_from_layer}" if args.prefix_from_layer else ""
+    # The training budget too: a subsample run and a full run of one task must not share a folder.
+    variant += f"-n{args.max_train_rows}" if args.max_train_rows else ""
+    variant += f"-e{args.epochs:g}" if args.epochs != 1 else ""
     backbone_name = args.backbone or DEFAULT_BACKBONE
     variant += f"-{Path(backbone_name).name}" if backbone_name != DEFAULT_BACKBONE else ""
     options = TrainOptions(
