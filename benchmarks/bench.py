@@ -371,9 +371,6 @@ def load_runner(kind: str, args: argparse.Namespace, people: list[Contestant], p
                 return model(*(torch.from_numpy(a) for a in (batch.input_ids, batch.attention_mask,
                                                            batch.token_type_ids))).numpy()  # fmt: skip
 
-        def count(rows: list[str]) -> list[int]:
-            return [len(e.ids) for e in encoder.tokenizer.encode_batch(rows)]
-
         hf = backbone.model.config
         hidden, layers, prefix = hf.hidden_size, hf.num_hidden_layers, model.config.prompt_length
         labels: list[str] | None = list(model.config.label_values or model.config.labels)
@@ -415,9 +412,6 @@ def load_runner(kind: str, args: argparse.Namespace, people: list[Contestant], p
                 return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                              token_type_ids=batch.token_type_ids).logits  # fmt: skip
 
-        def count(rows: list[str]) -> list[int]:
-            return [len(e.ids) for e in encoder.tokenizer.encode_batch(rows)]
-
         bb = manifest.backbone
         hidden, layers, prefix, labels = bb.hidden_size, bb.num_layers, 0, None  # optimum: no trained head
     else:
@@ -431,18 +425,13 @@ def load_runner(kind: str, args: argparse.Namespace, people: list[Contestant], p
         def run(rows: list[str]) -> np.ndarray:  # one call per batch: the caller has sorted the rows
             return classifier.logits(rows, args.batch_size)
 
-        def count(rows: list[str]) -> list[int]:
-            return [len(e.ids) for e in classifier.bundle.text_encoder(info.max_length).tokenize(rows)]
-
-        hidden, layers, prefix, labels = (
-            bb.hidden_size,
-            bb.num_layers,
-            info.prompt_length,
-            list(info.label_values),
-        )
+        encoder = classifier.bundle.text_encoder(info.max_length)  # the classifier's, for token counts
+        hidden, layers, prefix = bb.hidden_size, bb.num_layers, info.prompt_length
+        labels = list(info.label_values)
     run(texts[:1])
     ready = time.time()
-    return Runner(run, count(texts), hidden, layers, prefix, labels, ready)
+    lengths = [len(e.ids) for e in encoder.tokenize(texts)]  # the tokens each config's run reads
+    return Runner(run, lengths, hidden, layers, prefix, labels, ready)
 
 
 def batch_order(kind: str, lengths: list[int]) -> list[int]:
@@ -485,7 +474,7 @@ def worker(config: str, args: argparse.Namespace, people: list[Contestant], star
         latencies.append(time.perf_counter() - t)
     result["p50_ms"] = 1000 * float(np.percentile(latencies, 50))
     result["p95_ms"] = 1000 * float(np.percentile(latencies, 95))
-    if logits is not None and runner.label_values is not None:  # optimum's head is freshly initialised
+    if logits is not None:  # none for optimum: its head is freshly initialised
         np.save(args.work / f"logits-{config}.npy", logits)
         predicted = [runner.label_values[i] for i in logits.argmax(-1)]
         result["accuracy"] = float(np.mean([p == g for p, g in zip(predicted, labels, strict=True)]))
