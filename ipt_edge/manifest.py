@@ -184,13 +184,49 @@ def check_relative_path(path: str, where: str) -> str:
     return path
 
 
+class _Repeated:
+    """Stands, in the parsed manifest, for an object that names `key` twice."""
+
+    def __init__(self, key: str):
+        self.key = key
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict | _Repeated:
+    """json's object_pairs_hook. JSON readers keep one of a repeated key's values silently (Python's
+    and JavaScript's the last), so a wrong first entry (a sha256, a task) would never be checked."""
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            return _Repeated(key)
+        seen.add(key)
+    return dict(pairs)
+
+
+def _refuse_repeated_keys(data: Any) -> None:
+    """Raise naming the first repeated key found and the object that repeats it (a loop, not
+    recursion: the manifest may nest as deep as json allows)."""
+    stack = [(data, "")]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, _Repeated):
+            where = f"in {path}" if path else "at the top level"
+            raise BundleError(
+                f"{MANIFEST}: key {json.dumps(value.key, ensure_ascii=False)} appears twice {where}"
+            )
+        if isinstance(value, dict):
+            stack.extend((item, f"{path}.{key}" if path else key) for key, item in value.items())
+        elif isinstance(value, list):
+            stack.extend((item, f"{path}[{index}]") for index, item in enumerate(value))
+
+
 def parse_manifest(text: str) -> Manifest:
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_object)
     except json.JSONDecodeError as error:
         raise BundleError(f"{MANIFEST} is not valid JSON ({error.msg}, line {error.lineno})") from None
     except (ValueError, RecursionError) as error:  # e.g. an integer of thousands of digits
         raise BundleError(f"{MANIFEST} is not a usable manifest ({str(error)[:120]})") from None
+    _refuse_repeated_keys(data)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise BundleError(f"{MANIFEST}: not an ipt-edge bundle (format should be {FORMAT!r})")
     version = data.get("format_version")

@@ -324,3 +324,30 @@ def test_task_fields_that_would_give_wrong_output_are_refused(copy, change, mess
     edit_manifest(copy, lambda d: change(d["tasks"]["sentiment"]))
     with pytest.raises(BundleError, match=message):
         read_manifest(copy)
+
+
+# ---- a manifest that names a key twice ----------------------------------------------------------
+# JSON readers keep one of the two silently (Python's and JavaScript's the last), so a wrong first
+# entry would never be checked: every repeated key, at any depth, is refused, naming it and where.
+
+SHA_ZERO = "0" * 64
+
+
+@pytest.mark.parametrize(
+    ("where", "inserted", "message"),  # `inserted` goes before `where`
+    [
+        ('"format_version"', '"format_version": 2, ', r'key "format_version" appears twice at the top level'),
+        ('"embed.onnx": {', f'"embed.onnx": {{"size": 1, "sha256": "{SHA_ZERO}"}}, ', r'key "embed.onnx" appears twice in files'),
+        ('"sentiment": {', '"sentiment": {}, ', r'key "sentiment" appears twice in tasks'),
+        ('"hidden_size"', '"hidden_size": 64, ', r'key "hidden_size" appears twice in backbone'),
+        ('"Attention"', '"Attention": 9, ', r'key "Attention" appears twice in encoder.fusions'),
+        ('"generator":', '"notes": [0, {"a": 1, "\\u0061": 1}], ', r'key "a" appears twice in tasks.sentiment.notes\[1\]'),
+    ],
+    ids=["top", "files", "tasks", "backbone", "fusions", "in-a-list"],
+)  # fmt: skip
+def test_a_key_given_twice_is_refused_naming_it_and_where(copy, where, inserted, message):
+    text = (copy / "manifest.json").read_text()
+    assert text.count(where) == 1
+    (copy / "manifest.json").write_text(text.replace(where, inserted + where))
+    with pytest.raises(BundleError, match=r"manifest.json: " + message):
+        Classifier.load(copy)

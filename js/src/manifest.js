@@ -77,6 +77,39 @@ export function checkRelativePath(path, where) {
   return path;
 }
 
+/**
+ * Refuses a key that an object of `text` (JSON that JSON.parse read) names twice, saying which
+ * object: JSON.parse keeps the last value silently, so a wrong first entry (a sha256, a task)
+ * would never be checked. One pass over the text with a stack of the open objects and arrays.
+ */
+function refuseRepeatedKeys(text) {
+  const open = []; // each: {path, keys (a Set; null for an array), key (its last), index, wantsKey}
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    const top = open[open.length - 1];
+    if (c === '"') {
+      let end = i + 1;
+      while (text[end] !== '"') end += text[end] === "\\" ? 2 : 1;
+      if (top?.keys && top.wantsKey) {
+        const key = JSON.parse(text.slice(i, end + 1)); // escapes decoded: "\u0061" is "a"
+        if (top.keys.has(key)) fail(`key ${JSON.stringify(key)} appears twice ${top.path ? `in ${top.path}` : "at the top level"}`);
+        top.keys.add(key);
+        top.key = key;
+        top.wantsKey = false;
+      }
+      i = end;
+    } else if (c === "{" || c === "[") {
+      const path = !top ? "" : top.keys ? (top.path ? `${top.path}.${top.key}` : top.key) : `${top.path}[${top.index}]`;
+      open.push({ path, keys: c === "{" ? new Set() : null, key: null, index: 0, wantsKey: true });
+    } else if (c === "}" || c === "]") {
+      open.pop();
+    } else if (c === ",") {
+      if (top.keys) top.wantsKey = true;
+      else top.index++;
+    }
+  }
+}
+
 /** The manifest's text to a checked object: {backbone, encoder, tokenizer_file, embed_file, tasks, files}. */
 export function parseManifest(text) {
   let data;
@@ -85,6 +118,7 @@ export function parseManifest(text) {
   } catch (error) {
     fail(`is not valid JSON (${error.message})`);
   }
+  refuseRepeatedKeys(text);
   if (!isObject(data) || data.format !== FORMAT) fail(`not an ipt-edge bundle (format should be '${FORMAT}')`);
   const version = data.format_version;
   if (Object.hasOwn(OLDER_FORMATS, version)) {

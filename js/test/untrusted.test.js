@@ -106,6 +106,27 @@ test("manifest fields are checked", async () => {
   await refused(broken, /manifest\.json: is not valid JSON/);
 });
 
+test("a key given twice in the manifest is refused, naming it and where", async () => {
+  // JSON.parse keeps the last silently, so a wrong first entry (a sha256, a task) would never be checked.
+  const zero = "0".repeat(64);
+  const cases = [
+    // [before, inserted before it, the error]
+    ['"format_version"', '"format_version": 2, ', /manifest\.json: key "format_version" appears twice at the top level/],
+    ['"embed.onnx": {', `"embed.onnx": {"size": 1, "sha256": "${zero}"}, `, /manifest\.json: key "embed\.onnx" appears twice in files/],
+    ['"sentiment": {', '"sentiment": {}, ', /manifest\.json: key "sentiment" appears twice in tasks/],
+    ['"hidden_size"', '"hidden_size": 64, ', /manifest\.json: key "hidden_size" appears twice in backbone/],
+    ['"Attention"', '"Attention": 9, ', /manifest\.json: key "Attention" appears twice in encoder\.fusions/],
+    ['"generator":', '"notes": [0, {"a": 1, "\\u0061": 1}], ', /manifest\.json: key "a" appears twice in tasks\.sentiment\.notes\[1\]/],
+  ];
+  for (const [before, inserted, message] of cases) {
+    const dir = tampered(() => {});
+    const text = readFileSync(join(dir, "manifest.json"), "utf8");
+    assert.equal(text.split(before).length, 2, before);
+    writeFileSync(join(dir, "manifest.json"), text.replace(before, inserted + before));
+    await refused(dir, message);
+  }
+});
+
 test("graphs that break the contract are refused, naming the file", async () => {
   // the generator fixes P = 4; a manifest that says 5 does not match it
   await refused(tampered((d, m) => (m.tasks.sentiment.prompt_length = 5)), /tasks\/sentiment\/generator\.onnx: prefix_kv\.0 has prompts = 4, but the manifest says 5/);
