@@ -97,6 +97,24 @@ def encoder(layers: int) -> GraphSpec:
 
 ENCODER_FILE, INT8_ENCODER_FILE = "encoder.onnx", "encoder.int8.onnx"  # the same contract
 
+# Operators that compute in 8-bit integers. An int8 graph has at least one: export's dynamic
+# quantization writes DynamicQuantizeLinear and MatMulInteger (QAttention on a fused graph), which
+# ONNX Runtime may fuse into DynamicQuantizeMatMul; static quantization writes QuantizeLinear.
+QUANTIZED_OPS = ("DynamicQuantizeLinear", "DynamicQuantizeMatMul", "MatMulInteger", "MatMulIntegerToFloat",
+                 "QAttention", "QuantizeLinear", "QLinearMatMul", "QGemm")  # fmt: skip
+
+
+def check_quantized(model: bytes, file: str) -> None:
+    """Refuse an int8 backbone graph with no int8 operator (e.g. a copy of the fp32 graph): int8
+    would silently run fp32. Read from the graph's bytes, since onnx is no runtime dependency: a
+    node's op_type is field 4 of its NodeProto, written as the byte 0x22, the name's length, the name.
+    This catches a mistake; a graph crafted to pass could hold anything anyway."""
+    if not any(bytes([0x22, len(op)]) + op.encode() in model for op in QUANTIZED_OPS):
+        raise BundleError(
+            f"{file}: not a quantized graph (no int8 operator: {', '.join(QUANTIZED_OPS[:3])}, ...), so "
+            "int8 would run in fp32; encoder.int8_file must name the graph export --quantize int8 writes"
+        )
+
 
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(int64)": "int64"}
 

@@ -91,7 +91,8 @@ class Bundle:
         file = manifest.encoder.int8_file if precision == "int8" else manifest.encoder.file
         if not file:
             raise BundleError(f"{self.bundle_dir} has no int8 encoder; export with --quantize int8")
-        self.encoder = self._session(file)  # the backbone, shared by every task
+        # the backbone, shared by every task; an int8 one must be quantized, or int8 would run fp32
+        self.encoder = self._session(file, quantized=precision == "int8")
         dims = {"hidden": backbone.hidden_size, "layers": backbone.num_layers, "heads": backbone.num_heads,
                 "head_dim": backbone.hidden_size // backbone.num_heads}  # fmt: skip
         self.encoder_spec = graphs.encoder(backbone.num_layers)
@@ -119,8 +120,11 @@ class Bundle:
         """Every file is read once, checked (size, sha256) and used from those same bytes."""
         return verified_bytes(self.bundle_dir, self.manifest, file)
 
-    def _session(self, file: str, small: bool = False):
-        return create_session(self._read(file), file, self.providers, self.threads, small)
+    def _session(self, file: str, small: bool = False, quantized: bool = False):
+        model = self._read(file)
+        if quantized:
+            graphs.check_quantized(model, file)
+        return create_session(model, file, self.providers, self.threads, small)
 
     @property
     def tasks(self) -> list[str]:

@@ -351,3 +351,57 @@ def test_a_key_given_twice_is_refused_naming_it_and_where(copy, where, inserted,
     (copy / "manifest.json").write_text(text.replace(where, inserted + where))
     with pytest.raises(BundleError, match=r"manifest.json: " + message):
         Classifier.load(copy)
+
+
+# ---- an int8 backbone that is not quantized -------------------------------------------------------
+
+
+def with_int8_encoder(path, graph: bytes):
+    """The bundle at `path`, given `graph` as its int8 backbone (encoder.int8.onnx), recorded in
+    the manifest as export would; its task has no int8 measurement."""
+    (path / "encoder.int8.onnx").write_bytes(graph)
+    record = file_record(path / "encoder.int8.onnx")
+
+    def add(data):
+        data["encoder"]["int8_file"] = "encoder.int8.onnx"
+        data["files"]["encoder.int8.onnx"] = {"size": record.size, "sha256": record.sha256}
+
+    edit_manifest(path, add)
+    return path
+
+
+def quantized(path) -> bytes:
+    """The bundle's backbone quantized as `export --quantize int8` does (export/onnx_export.py)."""
+    pytest.importorskip("onnx", reason="quantizing a graph needs onnx (export extra)")
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    target = path.parent / "quantized.onnx"
+    quantize_dynamic(path / "encoder.onnx", target, weight_type=QuantType.QInt8, per_channel=True,
+                     reduce_range=True, extra_options={"DefaultTensorType": 1})  # fmt: skip
+    return target.read_bytes()
+
+
+def test_an_int8_backbone_that_is_the_fp32_graph_is_refused(copy):
+    # --precision int8 would run fp32 and say nothing
+    with_int8_encoder(copy, (copy / "encoder.onnx").read_bytes())
+    assert Classifier.load(copy).labels == ["neg", "pos"]  # fp32 does not open it
+    with pytest.raises(BundleError, match=r"^encoder.int8.onnx: not a quantized graph"):
+        Classifier.load(copy, precision="int8")
+
+
+def test_a_quantized_int8_backbone_loads_and_runs(copy):
+    with_int8_encoder(copy, quantized(copy))
+    with pytest.warns(UserWarning, match=r"int8 accuracy was never measured for task 'sentiment'"):
+        classifier = Classifier.load(copy, precision="int8")
+    assert classifier.predict_proba(["good", "the film was dull"]).shape == (2, 2)
+
+
+def test_a_warning_is_one_line_without_python_source(copy):
+    import subprocess
+    import sys
+
+    with_int8_encoder(copy, quantized(copy))
+    command = [sys.executable, "-m", "ipt_edge", "predict", "-b", str(copy), "--precision", "int8", "good"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "warning: int8 accuracy was never measured for task 'sentiment'\n"

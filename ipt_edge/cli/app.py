@@ -103,6 +103,7 @@ def main() -> None:
     """The `ipt-edge` entry point: the typer app, with SIGTERM handled as Ctrl-C is."""
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    warnings.formatwarning = _one_line  # a user sees the message, never Python's file, line and source
     try:
         app()
     except Stopped as stopped:
@@ -111,6 +112,12 @@ def main() -> None:
         if atomic.stop_signal is not None:
             _exit_stopped(atomic.stop_signal)
         raise
+
+
+def _one_line(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None
+) -> str:
+    return f"warning: {message}\n"
 
 
 def _exit_stopped(signum: int) -> NoReturn:

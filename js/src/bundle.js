@@ -74,7 +74,8 @@ export class Bundle {
     graphs.checkSession(this.embed, graphs.EMBED, manifest.embed_file, { dims: { hidden: b.hidden_size } });
     const file = this.precision === "int8" ? manifest.encoder.int8_file : manifest.encoder.file;
     if (!file) throw new BundleError(`${this.source.describe("")} has no int8 encoder; export with --quantize int8`);
-    this.encoder = await this._session(file, false); // the backbone, shared by every task
+    // the backbone, shared by every task; an int8 one must be quantized, or int8 would run fp32
+    this.encoder = await this._session(file, false, { quantized: this.precision === "int8" });
     graphs.checkSession(this.encoder, graphs.encoder(b.num_layers), file, { dims: this.dims });
   }
 
@@ -82,8 +83,9 @@ export class Bundle {
     return verifiedBytes(this.source, this.manifest, file);
   }
 
-  async _session(file, small) {
+  async _session(file, small, { quantized = false } = {}) {
     const bytes = await this._read(file);
+    if (quantized) graphs.checkQuantized(bytes, file);
     try {
       return await this.runtime.ort.InferenceSession.create(bytes, this.runtime.sessionOptions(small));
     } catch (error) {

@@ -27,6 +27,28 @@ export const encoder = (count) => ({
   outputs: [HIDDEN],
 });
 
+// Operators that compute in 8-bit integers (ipt_edge/graphs.py QUANTIZED_OPS): an int8 graph has
+// at least one. Export's dynamic quantization writes DynamicQuantizeLinear and MatMulInteger
+// (QAttention on a fused graph); static quantization writes QuantizeLinear.
+export const QUANTIZED_OPS = ["DynamicQuantizeLinear", "DynamicQuantizeMatMul", "MatMulInteger", "MatMulIntegerToFloat", "QAttention", "QuantizeLinear", "QLinearMatMul", "QGemm"];
+// Each as protobuf writes a node's op_type (field 4 of NodeProto): the byte 0x22, the name's length, the name.
+const QUANTIZED_NODES = QUANTIZED_OPS.map((op) => [0x22, op.length, ...new TextEncoder().encode(op)]);
+
+/**
+ * Refuses an int8 backbone graph (its bytes) with no int8 operator, e.g. a copy of the fp32 graph:
+ * int8 would silently run fp32. This catches a mistake; a graph crafted to pass could hold anything.
+ */
+export function checkQuantized(bytes, file) {
+  const data = new Uint8Array(bytes.buffer ?? bytes, bytes.byteOffset ?? 0, bytes.byteLength);
+  for (let i = data.indexOf(0x22); i !== -1; i = data.indexOf(0x22, i + 1)) {
+    if (QUANTIZED_NODES.some((node) => node.every((byte, k) => data[i + k] === byte))) return;
+  }
+  throw new BundleError(
+    `${file}: not a quantized graph (no int8 operator: ${QUANTIZED_OPS.slice(0, 3).join(", ")}, ...), so int8 would run in fp32; ` +
+      "encoder.int8_file must name the graph export --quantize int8 writes",
+  );
+}
+
 const describe = (t) => `${t.name} ${t.dtype} [${t.dims.join(", ")}]`;
 
 /**

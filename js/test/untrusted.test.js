@@ -28,10 +28,10 @@ function tampered(change, refresh = []) {
   return dir;
 }
 
-async function refused(dir, pattern, task = "sentiment") {
+async function refused(dir, pattern, task = "sentiment", options = {}) {
   await assert.rejects(
     async () => {
-      const bundle = await Bundle.load(dir);
+      const bundle = await Bundle.load(dir, options);
       await bundle.predict(["a good film"], task);
     },
     (error) => {
@@ -142,6 +142,16 @@ test("graphs that break the contract are refused, naming the file", async () => 
     writeFileSync(join(d, "tokenizer.json"), JSON.stringify(json));
   }, ["tokenizer.json"]);
   await refused(other, /^tokenizer\.json: the JavaScript runtime reproduces the Rust tokenizer for uncased BERT WordPiece tokenizers only/);
+});
+
+test("an int8 backbone that is the fp32 graph is refused, naming the file", async () => {
+  // --precision int8 would run fp32 and say nothing
+  const dir = tampered((d, m) => {
+    cpSync(join(d, "encoder.onnx"), join(d, "encoder.int8.onnx"));
+    m.encoder.int8_file = "encoder.int8.onnx";
+  }, ["encoder.int8.onnx"]);
+  assert.equal((await (await Bundle.load(dir)).predict(["good"], "sentiment")).length, 1); // fp32 does not open it
+  await refused(dir, /^encoder\.int8\.onnx: not a quantized graph/, "sentiment", { precision: "int8" });
 });
 
 test("heads are read by a checking safetensors parser", async () => {
