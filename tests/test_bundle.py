@@ -405,3 +405,42 @@ def test_a_warning_is_one_line_without_python_source(copy):
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stderr == "warning: int8 accuracy was never measured for task 'sentiment'\n"
+
+
+# ---- `ipt-edge info` passes exactly the bundles that load -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("lie", "precision", "message"),
+    [
+        (lambda b: edit_manifest(b, lambda d: d["encoder"].update(file="embed.onnx")), "fp32",
+         "embed.onnx: inputs should be token_embeds float32"),
+        (lambda b: edit_manifest(b, lambda d: d["tasks"]["sentiment"].update(prompt_length=5)), "fp32",
+         "tasks/sentiment/generator.onnx: prefix_kv.0 has prompts = 4, but the manifest says 5"),
+        (lambda b: with_int8_encoder(b, (b / "encoder.onnx").read_bytes()), "int8",
+         "encoder.int8.onnx: not a quantized graph"),
+    ],
+    ids=["encoder-is-embed", "generator-off-contract", "int8-is-fp32"],
+)  # fmt: skip
+def test_info_refuses_what_predict_refuses(copy, lie, precision, message):
+    from typer.testing import CliRunner
+
+    from ipt_edge.cli import app
+
+    lie(copy)  # every file still matches its size and sha256
+    for args in (["predict", "-b", str(copy), "--precision", precision, "good"], ["info", str(copy)]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2 and message in result.output, (args, result.output)
+        assert "files match" not in result.output and "Traceback" not in result.output
+
+
+def test_info_opens_the_int8_backbone_and_every_task(copy):
+    from typer.testing import CliRunner
+
+    from ipt_edge.cli import app
+
+    with_int8_encoder(copy, quantized(copy))
+    result = CliRunner().invoke(app, ["info", str(copy)])
+    assert result.exit_code == 0, result.output
+    assert "graphs   every graph opens and keeps the contract: backbone (fp32, int8), 1 task" in result.output
+    assert "checksums: all 6 files match" in result.output

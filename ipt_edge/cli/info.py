@@ -1,21 +1,27 @@
-"""`ipt-edge info`: what a bundle holds, with every file's size and sha256 checked."""
+"""`ipt-edge info`: what a bundle holds, checked as predict checks it: every file's size and sha256,
+and every graph opened as loading opens it (the graph contract, a quantized int8 backbone, the heads)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ipt_edge.cli.app import app, fail
 
+if TYPE_CHECKING:
+    from ipt_edge.manifest import Manifest
+
 
 @app.command()
 def info(
     bundle: Annotated[Path, typer.Argument(help="Bundle folder.")],
-    verify: Annotated[bool, typer.Option(help="Check every file's size and sha256.")] = True,
+    verify: Annotated[
+        bool, typer.Option(help="Check every file's size and sha256, and open every graph as predict does.")
+    ] = True,
 ) -> None:
-    """Show a bundle: backbone, tasks and their labels, file sizes; checks checksums."""
+    """Show a bundle: backbone, tasks and their labels, file sizes; checks it as predict would."""
     from ipt_edge.errors import BundleError
     from ipt_edge.manifest import read_manifest, verified_path
 
@@ -61,4 +67,26 @@ def info(
                 problems.append(str(error))
         if problems:
             fail("checksums: " + "; ".join(problems))
+        try:
+            precisions = _open_everything(bundle, manifest)
+        except BundleError as error:
+            fail(str(error))
+        tasks = f"{len(manifest.tasks)} task{'' if len(manifest.tasks) == 1 else 's'}"
+        typer.echo(
+            f"graphs   every graph opens and keeps the contract: backbone ({', '.join(precisions)}), {tasks}"
+        )
         typer.echo(f"checksums: all {len(manifest.files)} files match")
+
+
+def _open_everything(bundle: Path, manifest: Manifest) -> list[str]:
+    """Open the bundle with the code predict runs, in each precision it has, and every task: info
+    then passes exactly the bundles that load, with no checker of its own. Returns the precisions."""
+    from ipt_edge.pipeline import Bundle
+
+    precisions = ["fp32", "int8"] if manifest.encoder.int8_file else ["fp32"]
+    for precision in precisions:
+        loaded = Bundle(bundle, manifest, precision=precision)
+        if precision == "fp32":  # a task's files do not depend on the backbone's precision
+            for name in loaded.tasks:
+                loaded.task(name)
+    return precisions
