@@ -3,6 +3,7 @@
     bundle = Bundle.load("bundle")                       # manifest, tokenizer, embedding, backbone: once
     bundle.tasks                                         # ['sentiment', 'topic', ...]
     bundle.predict(["a gripping film", "stocks fell"], ["sentiment", "topic"])   # one task per row
+    bundle.predict_tasks(["a gripping film"], ["sentiment", "topic"]).record(0)   # every task on every text
     Classifier(bundle, "sentiment").predict(["a gripping film"])                 # one task (classifier.py)
 
 The path of a batch, the same for every task:
@@ -24,6 +25,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -32,6 +34,7 @@ from ipt_edge import graphs
 from ipt_edge.errors import BundleError
 from ipt_edge.manifest import Manifest, read_manifest, verified_bytes
 from ipt_edge.sessions import create_session, resolve_providers
+from ipt_edge.tables import finite_or_none
 from ipt_edge.task import Task
 from ipt_edge.tokenization import Text, TextEncoder, TokenBatch
 
@@ -58,6 +61,42 @@ class Predictions:
     def labels(self) -> list[str]:
         """The most probable label of each row."""
         return [names[int(row.argmax())] for names, row in zip(self.label_names, self.logits, strict=True)]
+
+
+@dataclass
+class TaskProbabilities:
+    """What `Bundle.predict_tasks` returns: every task asked for, on every text, in input order."""
+
+    texts: list[Text]
+    labels: dict[str, list[str]]  # task -> its labels, in column order; the tasks in the order asked
+    probabilities: dict[str, np.ndarray]  # task -> [N, C] float32, columns follow its labels
+    truncated: np.ndarray  # [N] bool: the text was cut to a task's token budget (any task's)
+
+    def best(self, row: int) -> dict[str, tuple[str, float]]:
+        """Each task's most probable label for text `row`, with its probability."""
+        best = {}
+        for name, labels in self.labels.items():
+            values = self.probabilities[name][row]
+            index = int(values.argmax())
+            best[name] = (labels[index], float(values[index]))
+        return best
+
+    def record(self, row: int) -> dict[str, Any]:
+        """Text `row` and its answers as one JSON object, the one shape of `ipt-edge predict
+        --json` (and of anything else that answers in JSON), whatever the number of tasks:
+
+            {"text": ..., "tasks": {"A": {"label": ..., "probabilities": {label: p, ...}}, ...}}
+
+        A pair is shown as "text" and "text_pair". Probabilities are rounded to 6 decimals; one
+        that is not finite is null (JSON has no NaN)."""
+        text = self.texts[row]
+        shown = {"text": text} if isinstance(text, str) else {"text": text[0], "text_pair": text[1]}
+        tasks = {}
+        for name, (best, _) in self.best(row).items():
+            values = zip(self.labels[name], self.probabilities[name][row], strict=True)
+            probabilities = {label: finite_or_none(round(float(p), 6)) for label, p in values}
+            tasks[name] = {"label": best, "probabilities": probabilities}
+        return {**shown, "tasks": tasks}
 
 
 class Bundle:
@@ -209,6 +248,27 @@ class Bundle:
                 stacklevel=2,
             )
         return Predictions(names, logits, [task.labels for task in row_tasks], truncated)
+
+    def predict_tasks(
+        self, texts: Sequence[Text], tasks: Sequence[str] | str, batch_size: int = 32
+    ) -> TaskProbabilities:
+        """Every task of `tasks` on every text, in one run: the rows of all tasks share batches
+        and encoder calls. Each task's probabilities [N, C], in input order."""
+        if isinstance(texts, (str, tuple)):
+            raise TypeError("pass a list of texts, e.g. predict_tasks([text], ...), not a single text")
+        texts = list(texts)
+        names = list(dict.fromkeys([tasks] if isinstance(tasks, str) else tasks))
+        if not names:
+            raise ValueError("give at least one task")
+        opened = [self.task(name) for name in names]  # an unknown name is a BundleError naming it
+        result = self.run(texts * len(names), [name for name in names for _ in texts], batch_size)
+        n, every, probabilities = len(texts), result.probabilities, {}
+        for k, task in enumerate(opened):  # task k's rows are k * n .. (k + 1) * n - 1
+            rows = every[k * n : (k + 1) * n]
+            probabilities[task.name] = np.array(rows, dtype=np.float32).reshape(n, len(task.labels))
+        truncated = result.truncated.reshape(len(names), n).any(axis=0)
+        labels = {task.name: list(task.labels) for task in opened}
+        return TaskProbabilities(texts, labels, probabilities, truncated)
 
     def _batch_logits(self, batch: TokenBatch, tasks: list[Task]) -> list[np.ndarray]:
         """One padded batch through the graphs; tasks[i] is row i's task."""

@@ -96,14 +96,11 @@ class IptPredictor:
         provider: str = "cpu",
         count_truncated: bool = False,
     ):
-        from ipt_edge.classifier import Classifier
+        from ipt_edge.pipeline import Bundle
 
-        self.bundle = Path(bundle)
-        self.classifier = Classifier.load(
-            bundle, task=task, providers=provider, threads=threads, precision=precision
-        )
-        self.labels = list(self.classifier.labels)
-        self.outputs = Outputs.single(self.classifier.task_name, self.labels)
+        self.bundle = Bundle.load(bundle, providers=provider, threads=threads, precision=precision)
+        self.task = self.bundle.task(task)  # None: the bundle's only task
+        self.outputs = Outputs.single(self.task.name, self.task.labels)
         self.text_column = text_column
         self.text_pair_column = text_pair_column
         self.batch_size = batch_size
@@ -119,7 +116,7 @@ class IptPredictor:
         texts, tasks, _ = chunk_texts(
             Path("dataset"), chunk, self.text_column, self.text_pair_column, self.outputs
         )
-        probs, truncated = probabilities(self.classifier.bundle, texts, tasks, self.outputs, self.batch_size)
+        probs, truncated = probabilities(self.bundle, texts, tasks, self.outputs, self.batch_size)
         table = scored_table(batch, self.outputs, probs)
         if self.count_truncated:  # the batch's count in its first row, for the driver's note
             counts = np.zeros(batch.num_rows, dtype=np.int64)

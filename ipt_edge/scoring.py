@@ -182,18 +182,10 @@ def probabilities(
         for row, (task, p) in enumerate(zip(tasks, result.probabilities, strict=True)):
             matrix[row, outputs.tasks[task]] = p
         return matrix, int(result.truncated.sum())
-    names = list(outputs.tasks)
-    result = bundle.run(texts * len(names), [name for name in names for _ in texts], batch_size)
-    probs = result.probabilities
-    for k, name in enumerate(names):
-        block = (
-            np.stack(probs[k * len(texts) : (k + 1) * len(texts)])
-            if texts
-            else np.zeros((0, len(outputs.tasks[name])))
-        )
+    answers = bundle.predict_tasks(texts, list(outputs.tasks), batch_size)  # every task on every row
+    for name, block in answers.probabilities.items():
         matrix[:, outputs.tasks[name]] = block
-    truncated = result.truncated.reshape(len(names), len(texts)).any(axis=0) if texts else np.zeros(0, bool)
-    return matrix, int(truncated.sum())
+    return matrix, int(answers.truncated.sum())
 
 
 def scored_rows(rows: list[dict[str, Any]], outputs: Outputs, probs: np.ndarray, fmt: str) -> list[dict]:

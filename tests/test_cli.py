@@ -102,6 +102,13 @@ def test_score_writes_the_format_it_reads(bundle, tmp_path, suffix):
     )
 
 
+def test_score_counts_one_row_as_a_row(bundle, tmp_path):
+    source = write_tsv(tmp_path / "in.tsv", ["text"], [("good",)])
+    result = run("score", source, "-o", tmp_path / "out.tsv", "-b", bundle)
+    assert result.exit_code == 0, result.output
+    assert f"scored 1 row -> {tmp_path / 'out.tsv'}" in result.output
+
+
 def test_score_streams_in_chunks_and_keeps_row_order(bundle, tmp_path):
     rows = sentiment_rows(23, seed=4)
     source = write_tsv(tmp_path / "in.tsv", ["text", "label"], rows)
@@ -144,7 +151,7 @@ def test_predict_reads_stdin_lines(bundle):
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["text"] for r in records] == ["the film was good", "dull"]
-    assert set(records[0]["probabilities"]) == {"neg", "pos"}
+    assert set(records[0]["tasks"]["sentiment"]["probabilities"]) == {"neg", "pos"}
 
 
 def test_predict_prints_label_probability_and_text_per_line(bundle):
@@ -162,7 +169,8 @@ def test_the_bundle_may_come_from_ipt_edge_bundle(bundle, tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path)  # no ./bundle to fall back on
     result = run("predict", "--json", "the film was good", env={"IPT_EDGE_BUNDLE": str(bundle)})
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["label"] == Classifier.load(bundle).predict(["the film was good"])[0]
+    label = json.loads(result.stdout)["tasks"]["sentiment"]["label"]
+    assert label == Classifier.load(bundle).predict(["the film was good"])[0]
 
 
 def test_predict_reads_a_pair_as_premise_tab_hypothesis(pair_bundle):
@@ -171,7 +179,8 @@ def test_predict_reads_a_pair_as_premise_tab_hypothesis(pair_bundle):
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in result.stdout.splitlines()]
     expected = Classifier.load(pair_bundle).predict_proba(pairs)
-    got = [[r["probabilities"][label] for label in ("differ", "same")] for r in records]
+    assert [(r["text"], r["text_pair"]) for r in records] == pairs
+    got = [[r["tasks"]["entail"]["probabilities"][label] for label in ("differ", "same")] for r in records]
     np.testing.assert_allclose(got, expected, atol=1e-6)
 
 
@@ -223,10 +232,11 @@ def test_predict_reports_truncation(bundle):
     assert "1 text(s) were longer than" in result.output
 
 
-def test_predict_empty_text_fails(bundle):
+def test_predict_empty_text_fails_after_answering_the_others(bundle):
     result = run("predict", "-b", bundle, "good", "")
     assert result.exit_code == 2
     assert "text 2 is empty" in result.output
+    assert [line.split("\t")[-1] for line in result.stdout.splitlines()] == ["good"]
 
 
 def test_predict_on_a_corrupt_bundle_fails_clearly(bundle, tmp_path):

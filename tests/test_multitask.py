@@ -211,6 +211,70 @@ def test_mixed_batch_matches_pytorch_for_every_task(exported, sources, tiny_back
         np.testing.assert_allclose(np.stack([mixed[i] for i in rows]), expected, atol=1e-4, rtol=0)
 
 
+def test_predict_tasks_answers_every_task_on_every_text_as_each_task_alone(multi):
+    bundle = Bundle.load(multi)
+    names = ["rating3", "mlp4", "late4"]
+    answers = bundle.predict_tasks(TEXTS, names, batch_size=4)
+    assert list(answers.probabilities) == names  # in the order asked
+    assert answers.labels == {name: bundle.task(name).labels for name in names}
+    for name in names:
+        expected = Classifier(Bundle.load(multi), name).predict_proba(TEXTS)
+        assert answers.probabilities[name].shape == (len(TEXTS), len(answers.labels[name]))
+        np.testing.assert_allclose(answers.probabilities[name], expected, atol=1e-5, rtol=0)
+    assert answers.truncated.tolist() == [False] * len(TEXTS)
+
+
+def test_predict_tasks_marks_a_text_truncated_by_any_task(multi, tmp_path):
+    copy = tmp_path / "bundle"
+    shutil.copytree(multi, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["tasks"]["mlp4"]["max_length"] = 8  # attn4 keeps 64
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.warns(UserWarning):
+        answers = Bundle.load(copy).predict_tasks(
+            ["good", "the film was good and the cast superb"], ["attn4", "mlp4"]
+        )
+    assert answers.truncated.tolist() == [False, True]
+
+
+def test_predict_tasks_on_no_texts_gives_empty_answers(multi):
+    answers = Bundle.load(multi).predict_tasks([], ["rating3", "mlp4"])
+    assert answers.probabilities["rating3"].shape == (0, 3) and answers.truncated.shape == (0,)
+
+
+def test_predict_tasks_refuses_an_unknown_task_naming_it(multi):
+    with pytest.raises(BundleError, match=r"no task 'nope' in the bundle; it has: attn4"):
+        Bundle.load(multi).predict_tasks(["good"], ["mlp4", "nope"])
+
+
+def test_predict_and_score_run_every_task_on_every_row_through_predict_tasks(multi, tmp_path, monkeypatch):
+    calls = []
+    predict_tasks = Bundle.predict_tasks
+
+    def recording(self, texts, tasks, batch_size=32):
+        calls.append((len(texts), list(tasks)))
+        return predict_tasks(self, texts, tasks, batch_size)
+
+    monkeypatch.setattr(Bundle, "predict_tasks", recording)
+    assert run("predict", "-b", multi, "--task", "mlp4", "--task", "attn4", "good", "bad").exit_code == 0
+    source = write_tsv(tmp_path / "in.tsv", ["text", "label"], sentiment_rows(3, seed=5))
+    result = run(
+        "score", source, "-o", tmp_path / "out.tsv", "-b", multi, "--task", "mlp4", "--task", "attn4"
+    )
+    assert result.exit_code == 0, result.output
+    assert calls == [(2, ["mlp4", "attn4"]), (3, ["mlp4", "attn4"])]
+
+
+def test_open_bundle_gives_the_bundle_and_its_tasks(multi):
+    from ipt_edge.cli.app import open_bundle
+    from ipt_edge.task import Task
+
+    loaded, tasks = open_bundle(multi, ["rating3", "mlp4", "rating3"], False, "cpu", None, "fp32")
+    assert isinstance(loaded, Bundle)
+    assert all(isinstance(task, Task) for task in tasks) and [t.name for t in tasks] == ["rating3", "mlp4"]
+    assert tasks[0] is loaded.task("rating3")  # opened once, by the bundle
+
+
 def test_predict_proba_gives_each_row_its_tasks_labels(multi):
     probabilities = Bundle.load(multi).predict_proba(["good", "bad", "fine"], ["attn4", "rating3", "prefix2"])
     assert [p.shape for p in probabilities] == [(2,), (3,), (2,)]

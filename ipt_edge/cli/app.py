@@ -12,12 +12,16 @@ import sys
 import warnings
 from pathlib import Path
 from types import ModuleType
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
 from ipt_edge import atomic
 from ipt_edge.atomic import Stopped, request_stop
+
+if TYPE_CHECKING:
+    from ipt_edge.pipeline import Bundle
+    from ipt_edge.task import Task
 
 app = typer.Typer(
     help="Instance-wise prompt-tuned classifiers: train on a frozen backbone, export to ONNX, run anywhere."
@@ -72,8 +76,13 @@ def callback(
     warnings.filterwarnings("ignore", message=r".*were truncated")
 
 
-def fail(message: str, code: int = 2) -> NoReturn:
+def report_error(message: str) -> None:
+    """Name a problem on stderr, as `fail` does, and go on (a bad input that costs only itself)."""
     typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    report_error(message)
     raise typer.Exit(code)
 
 
@@ -128,10 +137,9 @@ def _exit_stopped(signum: int) -> NoReturn:
 
 def open_bundle(
     bundle: Path, tasks: list[str] | None, all_tasks: bool, provider: str, threads: int | None, precision: str
-):
+) -> tuple[Bundle, list[Task]]:
     """Bundle.load and the tasks asked for (--task ..., --all-tasks; neither: every task), each
     opened and checked now; every bundle or provider problem is a clear exit 2."""
-    from ipt_edge.classifier import Classifier
     from ipt_edge.errors import BundleError
     from ipt_edge.pipeline import Bundle
     from ipt_edge.sessions import ProviderError
@@ -143,6 +151,6 @@ def open_bundle(
         names = list(dict.fromkeys(tasks)) if tasks else loaded.tasks
         if not names:
             fail(f"{bundle}: the bundle has no tasks")
-        return loaded, [Classifier(loaded, name) for name in names]
+        return loaded, [loaded.task(name) for name in names]
     except (BundleError, ProviderError, ValueError) as error:
         fail(str(error))

@@ -142,38 +142,36 @@ def score(
         progress = Progress("scoring", unit="rows" if parquet_in else "bytes")
     except ValueError as error:
         fail(str(error))
-    loaded, classifiers = open_bundle(
-        bundle, task, all_tasks or bool(task_column), provider, threads, precision
-    )
-    if not task and not all_tasks and not task_column and len(classifiers) > 1:
-        names = ", ".join(c.task_name for c in classifiers)
+    loaded, tasks = open_bundle(bundle, task, all_tasks or bool(task_column), provider, threads, precision)
+    if not task and not all_tasks and not task_column and len(tasks) > 1:
+        names = ", ".join(t.name for t in tasks)
         fail(
-            f"the bundle has {len(classifiers)} tasks ({names}): choose with --task (repeatable), --all-tasks, or --task-column"
+            f"the bundle has {len(tasks)} tasks ({names}): choose with --task (repeatable), --all-tasks, or --task-column"
         )
-    for classifier in classifiers:
-        if classifier.task.text_pair != bool(text_pair_column):
+    for one in tasks:
+        if one.text_pair != bool(text_pair_column):
             fail(
-                f"task {classifier.task_name!r} takes {'text pairs: pass --text-pair-column' if classifier.task.text_pair else 'single texts: leave out --text-pair-column'}"
+                f"task {one.name!r} takes {'text pairs: pass --text-pair-column' if one.text_pair else 'single texts: leave out --text-pair-column'}"
             )
-    if label_column and len(classifiers) > 1 and not task_column:
+    if label_column and len(tasks) > 1 and not task_column:
         fail("--label-column with several tasks needs --task-column (which task each gold label is for)")
-    outputs = Outputs.for_tasks({c.task_name: c.labels for c in classifiers}, task_column)
-    classifier = classifiers[0]
+    outputs = Outputs.for_tasks({t.name: t.labels for t in tasks}, task_column)
+    first = tasks[0]
     if engine == "ray":
-        if len(classifiers) > 1 or task_column:
+        if len(tasks) > 1 or task_column:
             fail("--engine ray scores one task per run; pass one --task (no --task-column)")
         from ipt_edge.ray import RayScorer, RayUnavailable
 
         try:
             scorer: Scorer = RayScorer(
-                bundle, classifier.task_name, classifier.labels, classifier.label_index, address=address,
+                bundle, first.name, first.labels, first.label_index, address=address,
                 workers=workers, threads=threads or 1, batch_size=batch_size, precision=precision,
                 text_pair=bool(text_pair_column), provider=provider,
             )  # fmt: skip
         except RayUnavailable as error:
             fail(str(error))
     else:
-        scorer = Scorer(loaded, outputs, {c.task_name: c.label_index for c in classifiers}, batch_size)
+        scorer = Scorer(loaded, outputs, {t.name: t.label_index for t in tasks}, batch_size)
 
     def on_progress(rows: int, done: int, total: int) -> None:
         progress.update(done, total=total, rows=rows)
@@ -181,7 +179,7 @@ def score(
     try:
         with progress:
             report = score_file(
-                scorer, input_file, out, bundle=bundle, task=[c.task_name for c in classifiers], text_column=text_column,
+                scorer, input_file, out, bundle=bundle, task=[t.name for t in tasks], text_column=text_column,
                 text_pair_column=text_pair_column, label_column=label_column, batch_size=batch_size,
                 chunk_rows=chunk_rows, precision=precision, resume=resume, restart=restart,
                 on_progress=on_progress, on_note=say,
@@ -194,7 +192,7 @@ def score(
     if report.already_complete:
         say(f"the unfinished run had completed {out}; nothing left to do")
     resumed = f" ({report.resumed_rows} of them committed before this run)" if report.resumed_rows else ""
-    say(f"scored {report.rows} rows -> {out}{resumed}")
+    say(f"scored {report.rows} row{'' if report.rows == 1 else 's'} -> {out}{resumed}")
     if report.truncated:
         say(f"note: {report.truncated} row(s) were longer than their task's token budget and were truncated")
     if label_column and report.rows:
