@@ -12,9 +12,10 @@ checks before any of it is used.
       tasks/<name>/head.safetensors  per task: weight [C,H], bias [C]
 
 The graphs' inputs and outputs are in ipt_edge/graphs.py. The export side (ipt_edge_export)
-writes bundles with these classes; the runtime reads them. A bundle may come from elsewhere, so
-reading trusts nothing: other versions are refused, every path must stay inside the folder, and
-each file's size and sha256 must match before it is opened.
+writes bundles with these classes; the runtime reads them. The JavaScript runtime reads these
+tables (format_table()) from js/src/format.js, written from here by js/scripts/write_format.py.
+A bundle may come from elsewhere, so reading trusts nothing: other versions are refused, every
+path must stay inside the folder, and each file's size and sha256 must match before it is opened.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ LIMITS = {
     "position_offset": 1 << 10, "parameters": 1 << 40, "prompt_length": 1 << 12,
     "max_length": 1 << 20, "tuned_parameters": 1 << 40, "size": 1 << 40, "rows": 1 << 40,
 }  # fmt: skip
+DEFAULT_LIMIT = 1 << 40  # of any other whole number
 POOLINGS = ("mean", "cls")  # over the real tokens, or the first token (the export side reads it here)
 INT8_FIELDS = {"fp32_accuracy": float, "int8_accuracy": float, "rows": int, "file": str}
 
@@ -133,6 +135,32 @@ class Manifest:
         return name, self.tasks[name]
 
 
+def format_table() -> dict[str, Any]:
+    """The format's tables as JSON data: what the JavaScript runtime reads (js/src/format.js)."""
+
+    def kinds(cls: type) -> dict[str, str]:  # "str", "int", "float", "bool", "dict", "list[str]"
+        return dict(cls.__annotations__)
+
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "older_formats": {str(version): change for version, change in OLDER_FORMATS.items()},
+        "manifest": MANIFEST,
+        "max_manifest_bytes": MAX_MANIFEST_BYTES,
+        "task_name": TASK_NAME.pattern,
+        "poolings": list(POOLINGS),
+        "limits": LIMITS,
+        "default_limit": DEFAULT_LIMIT,
+        "records": {
+            "backbone": kinds(BackboneInfo),
+            "encoder": kinds(EncoderInfo),
+            "task": kinds(TaskInfo),
+            "int8": {name: kind.__name__ for name, kind in INT8_FIELDS.items()},
+            "file": kinds(FileRecord),
+        },
+    }
+
+
 # --------------------------------------------------------------------------------------------
 # Reading: every field checked, with the field's path in the message.
 
@@ -147,9 +175,9 @@ def _field(data: dict, key: str, kind: type | tuple[type, ...], where: str) -> A
         raise BundleError(
             f"{MANIFEST}: field {where}{key} should be {getattr(kind, '__name__', kind)}, got {value!r:.80}"
         )
-    if kind is int and not 0 <= value <= LIMITS.get(key, 1 << 40):
+    if kind is int and not 0 <= value <= LIMITS.get(key, DEFAULT_LIMIT):
         raise BundleError(
-            f"{MANIFEST}: field {where}{key} = {str(value)[:24]} is out of range (0 to {LIMITS.get(key, 1 << 40)})"
+            f"{MANIFEST}: field {where}{key} = {str(value)[:24]} is out of range (0 to {LIMITS.get(key, DEFAULT_LIMIT)})"
         )
     return value
 
@@ -250,7 +278,7 @@ def parse_manifest(text: str) -> Manifest:
             raise BundleError(f"{MANIFEST}: files.{path} needs a size >= 0 and a 64-hex sha256")
     tasks = {}
     for name, info in _field(data, "tasks", dict, "").items():
-        if not TASK_NAME.match(name):
+        if not TASK_NAME.fullmatch(name):  # not match: its `$` would let a final newline through
             raise BundleError(f"{MANIFEST}: task name {name!r} is not allowed (letters, digits, _ . -)")
         tasks[name] = _fields(TaskInfo, info, f"tasks.{name}.")
         info = tasks[name]

@@ -444,3 +444,30 @@ def test_info_opens_the_int8_backbone_and_every_task(copy):
     assert result.exit_code == 0, result.output
     assert "graphs   every graph opens and keeps the contract: backbone (fp32, int8), 1 task" in result.output
     assert "checksums: all 6 files match" in result.output
+
+
+# ---- one bundle format for both runtimes ----------------------------------------------------------
+
+
+def test_the_javascript_runtime_reads_the_format_python_defines():
+    # js/src/format.js is written from ipt_edge/manifest.py; a table changed in one place only
+    # would make the runtimes disagree on which bundles they accept.
+    from pathlib import Path
+
+    from ipt_edge.manifest import format_table
+
+    path = Path(__file__).resolve().parent.parent / "js/src/format.js"
+    text = path.read_text(encoding="utf-8")
+    body = text[text.index("export default ") + len("export default ") :].rstrip().rstrip(";")
+    rewrite = "python js/scripts/write_format.py"
+    assert json.loads(body) == format_table(), (
+        f"{path} differs from ipt_edge/manifest.py; rewrite it: {rewrite}"
+    )
+
+
+def test_a_task_name_with_a_trailing_newline_is_refused(copy):
+    # Python's `$` also matches before a final newline, JavaScript's does not: the same name rule
+    # must give the same answer in both runtimes.
+    edit_manifest(copy, lambda d: d["tasks"].update({"sentiment\n": d["tasks"].pop("sentiment")}))
+    with pytest.raises(BundleError, match=r"task name 'sentiment\\n' is not allowed"):
+        read_manifest(copy)

@@ -1,41 +1,24 @@
-// The bundle format (manifest.json, format version 3), as ipt_edge/manifest.py defines it, and the
-// checks before any file of a bundle is used. A bundle may come from anywhere, so nothing in it is
+// The bundle format (manifest.json), as ipt_edge/manifest.py defines it (its tables: format.js), and
+// the checks before any file of a bundle is used. A bundle may come from anywhere, so nothing in it is
 // trusted: other versions are refused, every path must stay inside the bundle, every field is
 // checked, and each file's size and sha256 must match the manifest before it is used.
 import { BundleError } from "./errors.js";
+import TABLES from "./format.js";
 
-export const FORMAT = "ipt-edge-bundle";
-export const FORMAT_VERSION = 3;
-const OLDER_FORMATS = {
-  1: "two encoder graphs, prepended prompts",
-  2: "prefix keys and values as two [B, L, ...] tensors, not one prefix_kv tensor per layer",
-};
-export const MANIFEST = "manifest.json";
-export const MAX_MANIFEST_BYTES = 1 << 20;
-const TASK_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
-const POOLINGS = ["mean", "cls"];
-// Upper bounds on the manifest's numbers (ipt_edge/manifest.py LIMITS): far above any real model,
-// low enough that a hostile manifest cannot make the runtime allocate absurd arrays.
-const LIMITS = {
-  hidden_size: 2 ** 16, num_layers: 2 ** 10, num_heads: 2 ** 10, vocab_size: 2 ** 24, max_positions: 2 ** 20,
-  position_offset: 2 ** 10, parameters: 2 ** 40, prompt_length: 2 ** 12, max_length: 2 ** 20,
-  tuned_parameters: 2 ** 40, size: 2 ** 40, rows: 2 ** 40,
-};
-const DEFAULT_LIMIT = 2 ** 40;
-
+// The format's tables are ipt_edge/manifest.py's, written to format.js by js/scripts/write_format.py.
+export const FORMAT = TABLES.format;
+export const FORMAT_VERSION = TABLES.format_version;
+const OLDER_FORMATS = TABLES.older_formats; // version -> what changed since
+export const MANIFEST = TABLES.manifest;
+export const MAX_MANIFEST_BYTES = TABLES.max_manifest_bytes;
+const TASK_NAME = new RegExp(TABLES.task_name);
+const POOLINGS = TABLES.poolings;
+// Upper bounds on the manifest's numbers: far above any real model, low enough that a hostile
+// manifest cannot make the runtime allocate absurd arrays.
+const LIMITS = TABLES.limits;
+const DEFAULT_LIMIT = TABLES.default_limit;
 // Each record's fields and their kinds, as the Python dataclasses declare them.
-const BACKBONE = {
-  name: "str", model_type: "str", sha256: "str", hidden_size: "int", num_layers: "int", num_heads: "int",
-  vocab_size: "int", max_positions: "int", position_offset: "int", parameters: "int",
-};
-const ENCODER = { file: "str", int8_file: "str", fusions: "dict" };
-const TASK = {
-  generator: "str", prompt_length: "int", prefix_from_layer: "int", pooling: "str", labels: "list[str]",
-  label_values: "list[str]", text_pair: "bool", max_length: "int", tuned_parameters: "int",
-  parity_max_abs_diff: "float", generator_file: "str", head_file: "str", int8: "dict",
-};
-const INT8 = { fp32_accuracy: "float", int8_accuracy: "float", rows: "int", file: "str" };
-const FILE_RECORD = { size: "int", sha256: "str" };
+const { backbone: BACKBONE, encoder: ENCODER, task: TASK, int8: INT8, file: FILE_RECORD } = TABLES.records;
 
 const fail = (message) => {
   throw new BundleError(`${MANIFEST}: ${message}`);
