@@ -140,6 +140,17 @@ class _Reducer:
                 stops = 0
             i += 1
 
+    def cut_point(self, text: str, i: int) -> int:
+        """The first index from i where the text may be cut (a SPLIT character that touches no
+        added token), or len(text); found by `skip`, at C speed, not character by character."""
+        if not self.usable:
+            return len(text)
+        while (i := self.skip(text, i, (SOLID, GONE, OTHER))) < len(text):
+            if not self._touches_added(text, i, i):
+                return i
+            i += 1
+        return len(text)
+
     def _touches_added(self, text: str, start: int, end: int) -> bool:
         """Whether an added token's text overlaps text[start:end] or touches index `start`."""
         low, high = max(0, start - self.span + 1), min(len(text), end + self.span - 1)
@@ -198,6 +209,14 @@ class _Reducer:
         return "".join(kept), len(text)
 
 
+def _parts(text: Text) -> tuple[str, ...]:
+    return text if isinstance(text, tuple) else (text,)
+
+
+def _text(parts: tuple[str, ...]) -> Text:
+    return parts[0] if len(parts) == 1 else (parts[0], parts[1])
+
+
 class TextEncoder:
     """Tokenize texts or text pairs; truncate to `max_length`, pad each batch to its longest row.
 
@@ -205,7 +224,9 @@ class TextEncoder:
     is shortened first (_Reducer: cut at a separator, words of more than WordPiece's longest word
     trimmed, deleted characters dropped), and kept cut only where that provably keeps the same
     tokens (the cut text still overflows the budget); otherwise the limit grows and it is tried
-    again. A 20 MB line, with whitespace or without, costs what a few kilobytes do.
+    again. A 20 MB line, with whitespace or without, costs what a few kilobytes do. A pair with a
+    long part is tokenized part by part (_encode_cut_pair), the whole parts only counted, window
+    by window: two 2 MB parts cost what two 2 MB single texts do.
     """
 
     def __init__(
@@ -227,76 +248,112 @@ class TextEncoder:
         index, or numbers[index] when the texts are some rows of a larger call)."""
         for position, text in enumerate(texts):
             index = numbers[position] if numbers is not None else position
-            parts = text if isinstance(text, tuple) else (text,)
-            for part in parts:
+            for part in _parts(text):
                 if not isinstance(part, str):
                     raise TypeError(f"text {index} is {type(part).__name__}, expected str")
                 if not part or part.isspace():  # not strip() or encode(): no copy of a 20 MB text
                     raise ValueError(f"text {index} is empty")
                 if _SURROGATE.search(part):
                     raise ValueError(f"text {index} is not valid UTF-8 (it holds a lone surrogate)")
-        reduced = [self._reduce(text, self.char_limit) for text in texts]
-        encodings = self.tokenizer.encode_batch([self._shorts(parts) for parts in reduced])
+        cuts = [[self._cut(part, self.char_limit) for part in _parts(text)] for text in texts]
+        # A pair with a cut part is tokenized part by part (_encode_cut_pair), never as a pair.
+        batch = [i for i, parts in enumerate(cuts) if len(parts) == 1 or not any(cut for _, cut in parts)]
+        shorts = [_text(tuple(short for short, _ in cuts[i])) for i in batch]
+        encodings: list[Encoding | None] = [None] * len(texts)
+        for index, encoding in zip(batch, self.tokenizer.encode_batch(shorts), strict=True):
+            encodings[index] = encoding
         for index, text in enumerate(texts):
-            limit = self.char_limit
-            while not self._same_tokens(reduced[index], encodings[index]):
-                limit *= 4
-                reduced[index] = self._reduce(text, limit)
-                encodings[index] = self.tokenizer.encode(*(short for short, _ in reduced[index]))
+            if encodings[index] is None:
+                encodings[index] = self._encode_cut_pair(text)
+            elif isinstance(text, str) and cuts[index][0][1]:
+                encodings[index] = self._encode_cut(text, encodings[index])
         return encodings
 
-    @staticmethod
-    def _shorts(parts: list[tuple[str, str | None]]) -> Text:
-        return (parts[0][0], parts[1][0]) if len(parts) == 2 else parts[0][0]
+    def _cut(self, text: str, limit: int) -> tuple[str, bool]:
+        """(short, cut): `short` has the leading tokens of `text` in at least `limit` characters,
+        all of them where `cut` is False."""
+        if len(text) <= limit:
+            return text, False
+        short, stop = self._reducer_of().reduce(text, 0, limit)
+        return short, stop < len(text)
 
-    def _reduce(self, text: Text, limit: int) -> list[tuple[str, str | None]]:
-        """Each part of `text` as (short, cut_from): `short` has the part's leading tokens, all of
-        them where cut_from is None; else it was cut from the part `cut_from`."""
-        parts = []
-        for part in text if isinstance(text, tuple) else (text,):
-            if len(part) <= limit:
-                parts.append((part, None))
-                continue
-            if self._reducer is None:
-                self._reducer = _Reducer(self.tokenizer)
-            short, stop = self._reducer.reduce(part, 0, limit)
-            parts.append((short, None if stop == len(part) else part))
-        return parts
+    def _encode_cut(self, text: str, encoding: Encoding) -> Encoding:
+        """A single text, given the encoding of its cut: exact once the cut text still overflows
+        the budget (truncation keeps leading tokens, the same in both); else the cut grows."""
+        limit, cut = self.char_limit, True
+        while cut and not encoding.overflowing:
+            limit *= 4
+            short, cut = self._cut(text, limit)
+            encoding = self.tokenizer.encode(short)
+        return encoding
 
-    def _same_tokens(self, parts: list[tuple[str, str | None]], encoding: Encoding) -> bool:
-        """Whether `encoding`, made from the short parts, holds the tokens the whole text gives."""
-        if all(cut_from is None for _, cut_from in parts):
-            return True  # nothing was cut
-        if len(parts) == 1:
-            return len(encoding.overflowing) > 0  # the cut text alone still overflows the budget
-        # Pairs: longest_first gives each part min(its length, about half the budget), and the
-        # odd token to the longer part. Exact if every cut part alone overflows the budget and
-        # the cut parts are ordered by length as the whole parts are.
-        lengths = [self._count(short) for short, _ in parts]
-        if any(n <= self.max_length for n, (_, cut_from) in zip(lengths, parts, strict=True) if cut_from):
+    def _encode_cut_pair(self, pair: tuple[str, str]) -> Encoding:
+        """A pair with a part cut, tokenized part by part, then truncated and given its special
+        tokens by the tokenizer itself (post_process), as encode(*pair) would without the whole
+        parts: tokenizers pairs every overflow window of one part with every window of the
+        other, so two whole 2 MB parts take gigabytes.
+
+        longest_first keeps of each part about half the budget at most, the odd token going to
+        the longer part (the second on a tie). So a part's length matters only up to max_length,
+        and beyond it only which part is longer: a part with more tokens is handed over with
+        max_length + 2 of them if it is the longer one, else max_length + 1."""
+        if self.max_length < self.tokenizer.num_special_tokens_to_add(True):
+            return self.tokenizer.encode(*pair)  # the budget wraps (unsigned in tokenizers): no cut
+        (first, first_cut), (second, second_cut) = self._part(pair[0]), self._part(pair[1])
+        counts = [len(first.ids), len(second.ids)]  # exact where not cut, lower bounds where cut
+        lengths = [min(n, self.max_length + 1) for n in counts]
+        if min(counts) > self.max_length:
+            lengths[0 if self._first_longer(pair, counts, (first_cut, second_cut)) else 1] += 1
+        first.truncate(lengths[0])
+        second.truncate(lengths[1])
+        return self.tokenizer.post_process(first, second)
+
+    def _part(self, text: str) -> tuple[Encoding, bool]:
+        """(encoding, cut): the leading tokens of one part of a pair, without special tokens or
+        truncation: all of them, or more than max_length + 1 of them where `cut`."""
+        limit = self.char_limit
+        while True:
+            short, cut = self._cut(text, limit)
+            encoding = self._untruncated().encode(short, add_special_tokens=False)
+            if not cut or len(encoding.ids) > self.max_length + 1:
+                return encoding, cut
+            limit *= 4
+
+    def _first_longer(self, pair: tuple[str, str], counts: list[int], cuts: tuple[bool, bool]) -> bool:
+        """Whether the first whole part has more tokens than the second; `counts` are exact where
+        not cut, lower bounds where cut. The whole parts are counted only if these do not tell."""
+        if not cuts[1] and counts[0] > counts[1]:
+            return True
+        if not cuts[0] and counts[0] <= counts[1]:
             return False
-        first_longer = lengths[0] > lengths[1]
-        if (first_longer and parts[1][1] is None) or (not first_longer and parts[0][1] is None):
-            return True  # a whole part is at least as long as its cut: the order is known already
-        whole = [
-            self._count(cut_from) if cut_from else n for n, (_, cut_from) in zip(lengths, parts, strict=True)
-        ]
-        return first_longer == (whole[0] > whole[1])
+        whole = [self._count(text) if cut else n for text, n, cut in zip(pair, counts, cuts, strict=True)]
+        return whole[0] > whole[1]
 
     def _count(self, text: str) -> int:
         """Tokens of `text` without special tokens or truncation, counted window by window (each
-        one a short text with the tokens of a stretch between two cut points), so memory stays
-        small however long the text is."""
+        a stretch between two cut points, shortened if long), so memory stays small however
+        long the text is."""
+        reducer, total, start = self._reducer_of(), 0, 0
+        while start < len(text):
+            stop = reducer.cut_point(text, start + self.char_limit)
+            if stop - start <= 2 * self.char_limit:
+                short = text[start:stop]
+            else:  # no cut point near: long words trimmed, deleted characters dropped
+                short, stop = reducer.reduce(text, start, self.char_limit)
+            total += len(self._untruncated().encode(short, add_special_tokens=False).ids)
+            start = stop
+        return total
+
+    def _untruncated(self) -> Tokenizer:
         if self._counter is None:
             self._counter = Tokenizer.from_str(self.tokenizer.to_str())
             self._counter.no_truncation()
+        return self._counter
+
+    def _reducer_of(self) -> _Reducer:
         if self._reducer is None:
             self._reducer = _Reducer(self.tokenizer)
-        total, start = 0, 0
-        while start < len(text):
-            short, start = self._reducer.reduce(text, start, self.char_limit)
-            total += len(self._counter.encode(short, add_special_tokens=False).ids)
-        return total
+        return self._reducer
 
     def pad(self, encodings: Sequence[Encoding]) -> TokenBatch:
         if len(encodings) == 0:
