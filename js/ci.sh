@@ -4,6 +4,7 @@
 # on PATH (or $PYTHON), Node >= 20 and npm. Fails on any mismatch with the Python runtime.
 # Where BUNDLE_DIR has no int8 backbone and the export extra is installed, an int8 bundle of the
 # shipped task is exported into a temporary folder for the int8 checks (about 30 s).
+# First pack_check.sh: the package as users install it (npm pack, README.md's examples).
 set -euo pipefail
 bundle=$(realpath "${1:?usage: bash js/ci.sh BUNDLE_DIR}")
 python=${PYTHON:-python}
@@ -18,6 +19,8 @@ fi
 
 # onnxruntime-node's install script would download CUDA files (and fail here); its CPU binary is in the package.
 ONNXRUNTIME_NODE_INSTALL=skip npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+# The package as users get it: npm pack, installed into a scratch project, README.md's examples run there.
+bash pack_check.sh "$bundle"
 
 refs=$(mktemp -d)
 trap 'rm -rf "$refs"' EXIT

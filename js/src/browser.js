@@ -1,5 +1,6 @@
 // The browser entry point: bundles from a URL, run by onnxruntime-web's wasm backend. Import maps
-// (or a bundler) must resolve "onnxruntime-web/wasm" and "@huggingface/tokenizers".
+// (or a bundler, with the wasmPaths option) must resolve "onnxruntime-web/wasm" and
+// "@huggingface/tokenizers".
 //
 //   import { Bundle } from "ipt-edge";
 //   const bundle = await Bundle.load("https://example.org/bundle/", { threads: 1 });
@@ -60,7 +61,8 @@ export class Bundle extends Core {
    * Opens the bundle at the URL `base`. Options: precision "fp32" (default) or "int8"; threads
    * (wasm threads, default 1; more need a cross-origin isolated page, and the first bundle loaded
    * sets them for the page); wasmPaths (where ort-wasm-simd-threaded.{mjs,wasm} are served;
-   * default: beside onnxruntime-web/wasm as the import map resolves it, never a CDN).
+   * default: beside onnxruntime-web/wasm as the import map resolves it, never a CDN; a bundled page
+   * has no import map and must pass it).
    */
   static load(base, { precision = "fp32", threads = 1, wasmPaths } = {}) {
     checkThreads(threads);
@@ -77,7 +79,12 @@ export class Bundle extends Core {
 }
 
 function defaultWasmPaths() {
-  const entry = import.meta.resolve?.("onnxruntime-web/wasm");
-  if (!entry) throw new TypeError("set wasmPaths: the URL of onnxruntime-web's dist/ folder");
+  let entry;
+  try {
+    entry = import.meta.resolve?.("onnxruntime-web/wasm");
+  } catch {
+    // no import map names it: a bundler built this page
+  }
+  if (!entry) throw new TypeError("set wasmPaths: the URL of a folder that serves onnxruntime-web's dist/ort-wasm-simd-threaded.{mjs,wasm}");
   return new URL("./", entry).href;
 }

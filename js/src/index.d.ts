@@ -9,8 +9,9 @@ export interface LoadOptions {
   /** ONNX Runtime threads. Node: intra-op threads (default: ONNX Runtime's). Browser: wasm threads
    * (default 1; more need a cross-origin isolated page; the first bundle loaded sets them). */
   threads?: number;
-  /** Browser only: URL of onnxruntime-web's dist/ folder (default: beside "onnxruntime-web/wasm"
-   * as the page's import map resolves it). */
+  /** Browser only: URL of the folder that serves onnxruntime-web's dist/ort-wasm-simd-threaded.{mjs,wasm}
+   * (default: beside "onnxruntime-web/wasm" as the page's import map resolves it; needed with a
+   * bundler, where no import map names it). */
   wasmPaths?: string;
 }
 
