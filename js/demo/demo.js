@@ -19,7 +19,10 @@ async function load(url) {
     bundle = await Bundle.load(url, { threads: globalThis.crossOriginIsolated ? 2 : 1 });
     const mb = (bundle.bytesDownloaded / 1e6).toFixed(1);
     status(`Loaded ${bundle.tasks.length} task(s) from ${url}: ${mb} MB checked in ${((performance.now() - start) / 1000).toFixed(1)} s.`);
-    $("pair-label").hidden = !bundle.tasks.some((t) => bundle.manifest.tasks[t].text_pair);
+    const pairTasks = bundle.tasks.filter((t) => bundle.manifest.tasks[t].text_pair);
+    $("pair-label").hidden = !pairTasks.length;
+    // The pair tasks and their labels (e.g. entailment / not_entailment) say what second text they take.
+    $("pair-caption").textContent = `Second text, for ${pairTasks.map((t) => `${t} (${bundle.labels(t).join(" / ")})`).join(", ")}`;
     document.body.dataset.loaded = "true";
     schedule();
   } catch (error) {
