@@ -10,6 +10,7 @@ export is refused and nothing is left behind.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import warnings
@@ -42,7 +43,7 @@ from ipt_edge.tables import TableError, read_labelled
 from ipt_edge.tokenization import TextEncoder
 from ipt_edge_export.architectures import ArchitectureBackbone, architecture, word_embeddings
 from ipt_edge_export.checkpoint import Backbone, model_from_checkpoint, read_checkpoint
-from ipt_edge_export.model import FrozenBackbone, IPTModel, position_offset
+from ipt_edge_export.model import FrozenBackbone, IPTConfig, IPTModel, position_offset
 
 OPSET = 17
 
@@ -394,48 +395,106 @@ def _record_task(manifest: Manifest, root: Path, name: str, info: TaskInfo) -> N
         manifest.files[relative] = file_record(root / relative)
 
 
+INT8_ALPHA = 0.01  # the int8 gate's one-sided significance level (int8_refused)
+
+
 @dataclass
 class Calibration:
-    """A labelled file the int8 encoder is judged on, read like `ipt-edge score` reads files."""
+    """A labelled file the int8 encoder is judged on, read like `ipt-edge score` reads files: int8
+    is refused where it is significantly less accurate than fp32 there by more than `tolerance`
+    points (int8_refused)."""
 
     path: Path
     text_column: str = "text"
     text_pair_column: str | None = None
     label_column: str = "label"
-    tolerance: float = 0.5  # accuracy points int8 may lose against fp32
+    tolerance: float = 0.5  # accuracy points int8 may lose, even where the loss is certainly real
+    alpha: float = INT8_ALPHA
 
 
-def labelled_accuracy(classifier: Classifier, calibration: Calibration) -> tuple[float, int]:
+def read_calibration(calibration: Calibration, config: IPTConfig) -> tuple[list, np.ndarray]:
+    """The calibration file's texts and gold label indices, read and checked (columns, labels, rows)
+    before anything is exported: a wrong --text-column must not cost the whole export first.
+    config: the checkpoint's IPTConfig; a gold label is its name or its training value, as the
+    runtime reads gold labels (ipt_edge/task.py)."""
+    values = list(config.label_values or config.labels)
+    index = {value: i for i, value in enumerate(values)}
+    index.update({label: i for i, label in enumerate(config.labels)})
     texts, gold = [], []
     for line, text, value in read_labelled(
         calibration.path, calibration.text_column, calibration.text_pair_column, calibration.label_column
     ):
-        if value not in classifier.label_index:
-            raise TableError(f"{calibration.path}:{line}: label {value!r} is not one of {classifier.labels}")
+        if value not in index:
+            raise TableError(
+                f"{calibration.path}:{line}: label {value!r} is not one of {list(config.labels)}"
+            )
         texts.append(text)
-        gold.append(classifier.label_index[value])
+        gold.append(index[value])
     if not texts:
         raise TableError(f"{calibration.path}: no rows")
-    predicted = classifier.logits(texts).argmax(axis=-1)
-    return float((predicted == np.array(gold)).mean()), len(texts)
+    return texts, np.array(gold)
 
 
-def _measure_int8(root: Path, manifest: Manifest, name: str, calibration: Calibration, log) -> dict:
-    fp32, rows = labelled_accuracy(Classifier(Bundle(root, manifest), name), calibration)
+def mcnemar_p(worse: int, better: int) -> float:
+    """The exact one-sided McNemar test on the rows where fp32 and int8 disagree: int8 is wrong on
+    `worse` of them and right on `better`. If neither encoder were the more accurate, each of those
+    rows would go either way with probability 1/2; this is the chance of `worse` or more against
+    int8, the tail of Binomial(worse + better, 1/2) (in logs: 2**-n underflows past 1,074 rows)."""
+    n = worse + better
+    log_terms = (
+        math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) for k in range(worse, n + 1)
+    )
+    return min(1.0, sum(math.exp(term - n * math.log(2)) for term in log_terms))
+
+
+def int8_refused(worse: int, better: int, rows: int, tolerance: float, alpha: float = INT8_ALPHA) -> bool:
+    """The int8 gate: refuse a loss only when it is real (mcnemar_p < alpha: a sound quantization
+    is refused in fewer than alpha of exports, whatever the file's size) and larger than `tolerance`
+    accuracy points (a large file finds real losses too small to matter)."""
+    loss = 100 * (worse - better) / rows
+    return loss > tolerance and mcnemar_p(worse, better) < alpha
+
+
+def _correct(classifier: Classifier, texts: list, gold: np.ndarray) -> np.ndarray:
+    return classifier.logits(texts).argmax(axis=-1) == gold
+
+
+def _measure_int8(
+    root: Path, manifest: Manifest, name: str, calibration: Calibration, data: tuple[list, np.ndarray], log
+) -> dict:
+    """Both encoders on the calibration rows, row by row; refuses int8 as `int8_refused` says."""
+    texts, gold = data
+    fp32_right = _correct(Classifier(Bundle(root, manifest), name), texts, gold)
     with warnings.catch_warnings():  # "int8 accuracy was never measured": this is the measurement
         warnings.simplefilter("ignore")
-        int8_classifier = Classifier(Bundle(root, manifest, precision="int8"), name)
-    int8, _ = labelled_accuracy(int8_classifier, calibration)
-    drop = 100 * (fp32 - int8)
+        int8_right = _correct(Classifier(Bundle(root, manifest, precision="int8"), name), texts, gold)
+    rows = len(texts)
+    worse = int((fp32_right & ~int8_right).sum())  # the rows the test counts: where the two disagree
+    better = int((int8_right & ~fp32_right).sum())
+    fp32, int8, p = float(fp32_right.mean()), float(int8_right.mean()), mcnemar_p(worse, better)
+    drop = 100 * (worse - better) / rows
     change = f"{-drop:+.2f} points" if drop else "the same"  # +: int8 scored higher
-    log(f"int8 encoder on {calibration.path.name}: accuracy {int8:.4f} vs fp32 {fp32:.4f} ({change})")
-    if drop > calibration.tolerance:
+    evidence = (
+        f"they disagree on {worse + better} rows, int8 wrong on {worse} and right on {better}: "
+        f"exact one-sided McNemar p = {p:.2g}"
+    )
+    if int8_refused(worse, better, rows, calibration.tolerance, calibration.alpha):
         raise ExportError(
-            f"the int8 encoder loses {drop:.2f} accuracy points on {calibration.path} ({rows} rows), more than "
-            f"the tolerance {calibration.tolerance}; nothing was written (export without --quantize, or raise "
-            "--int8-tolerance)"
+            f"the int8 encoder is significantly less accurate than fp32 on {calibration.path} ({rows} rows): "
+            f"it loses {drop:.2f} points ({evidence} < {calibration.alpha:g}), more than the tolerance "
+            f"{calibration.tolerance:g}; nothing was written (export without --quantize, or raise --int8-tolerance)"
         )
-    return {"fp32_accuracy": fp32, "int8_accuracy": int8, "rows": rows, "file": calibration.path.name}
+    real = drop > 0 and p < calibration.alpha
+    verdict = "a real loss, within the tolerance" if real else "not significantly less accurate"
+    log(
+        f"int8 encoder on {calibration.path.name} ({rows} rows): accuracy {int8:.4f} vs fp32 {fp32:.4f} "
+        f"({change}); {evidence}: {verdict} (the gate: p < {calibration.alpha:g} and a loss over "
+        f"{calibration.tolerance:g} points)"
+    )
+    return {
+        "fp32_accuracy": fp32, "int8_accuracy": int8, "rows": rows, "file": calibration.path.name,
+        "int8_wrong_fp32_right": worse, "int8_right_fp32_wrong": better, "p_value": p,
+    }  # fmt: skip
 
 
 def export_checkpoint(
@@ -458,6 +517,7 @@ def export_checkpoint(
     name = task or Path(checkpoint_dir).resolve().name
     if not TASK_NAME.match(name):
         raise ExportError(f"task name {name!r} is not allowed: letters, digits, '_', '.', '-' (pass --task)")
+    data = read_calibration(int8, checkpoint.config) if int8 else None  # before the slow part
     model, source = model_from_checkpoint(checkpoint, backbone)
     samples = checkpoint.meta["samples"]
     if len(samples) < 2:
@@ -466,7 +526,7 @@ def export_checkpoint(
         )
     bundle_dir = Path(bundle_dir)
     if bundle_dir.is_dir() and any(bundle_dir.iterdir()):
-        return _add_task(model, source, samples, bundle_dir, name, replace_task, tolerance, int8, log)
+        return _add_task(model, source, samples, bundle_dir, name, replace_task, tolerance, int8, data, log)
 
     log(f"exporting the backbone {source.identity['name']} and task {name!r} into a new bundle {bundle_dir}")
     stage = temp_dir_beside(bundle_dir)
@@ -487,7 +547,7 @@ def export_checkpoint(
         diff = _check_parity(model, stage, manifest, name, source, samples, tolerance)
         manifest.tasks[name].parity_max_abs_diff = diff
         if int8:
-            manifest.tasks[name].int8 = _measure_int8(stage, manifest, name, int8, log)
+            manifest.tasks[name].int8 = _measure_int8(stage, manifest, name, int8, data, log)
         write_manifest(stage, manifest)
         share_files(stage)
         if bundle_dir.is_dir():
@@ -521,6 +581,7 @@ def _add_task(
     replace_task,
     tolerance,
     int8,
+    data,
     log,
 ):
     if not (bundle_dir / MANIFEST).is_file():
@@ -555,7 +616,7 @@ def _add_task(
         staged = replace(updated, tasks=dict(updated.tasks), files=dict(updated.files))
         _record_task(staged, bundle_dir, name, task_info(model, f"tasks/{stage.name}", float("nan")))
         diff = _check_parity(model, bundle_dir, staged, name, source, samples, tolerance)
-        quality = _measure_int8(bundle_dir, staged, name, int8, log) if int8 else {}
+        quality = _measure_int8(bundle_dir, staged, name, int8, data, log) if int8 else {}
         share_files(stage)
         if final.exists():
             if name in manifest.tasks:  # --replace: keep the old files until the manifest moves on
