@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from ipt_edge.atomic import commit, share_files, temp_dir_beside
 from ipt_edge.manifest import sha256_file
 from ipt_edge_export import backbones
+from ipt_edge_export.architectures import ARCHITECTURES, architecture
 from ipt_edge_export.backbones import DEFAULT_BACKBONE
 from ipt_edge_export.model import REMOVED_GENERATORS, IPTConfig, IPTModel, check_generator
 
@@ -51,9 +52,30 @@ class Backbone:
         return self.path / "tokenizer.json"
 
 
-def load_backbone(name_or_path: str = DEFAULT_BACKBONE) -> Backbone:
-    from transformers import AutoModel
+def check_architecture(path: Path) -> None:
+    """Refuse a backbone folder ipt-edge has no adapter for (export/architectures.py), from its
+    config.json alone. Read as plain JSON first: for a config without model_type transformers
+    lists every model type it knows (~400), and a type it knows but we do not (gpt2) would load
+    its weights, with transformers' advice to train them, before being refused."""
+    config_file = path / "config.json"
+    try:
+        kind = json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
+    except (UnicodeDecodeError, ValueError, AttributeError) as error:
+        raise CheckpointError(f"{config_file}: not a JSON object ({error})") from None
+    if kind not in ARCHITECTURES:
+        what = f"model_type {kind!r}" if kind else "names no model_type"
+        raise CheckpointError(
+            f"{config_file}: {what}; ipt-edge supports the model types {', '.join(sorted(ARCHITECTURES))}"
+        )
+    from transformers import AutoConfig
 
+    try:  # the adapter's checks of a variant (decoder, relative positions, DeBERTa's convolution)
+        architecture(AutoConfig.from_pretrained(path))
+    except ValueError as error:
+        raise CheckpointError(f"{path}: {error}") from None
+
+
+def load_backbone(name_or_path: str = DEFAULT_BACKBONE) -> Backbone:
     path = resolve_backbone_dir(name_or_path)
     weights = path / "model.safetensors"
     for required in ("config.json", "tokenizer.json"):
@@ -61,6 +83,9 @@ def load_backbone(name_or_path: str = DEFAULT_BACKBONE) -> Backbone:
             raise CheckpointError(f"{path}: no {required}; a backbone folder needs it")
     if not weights.is_file():
         raise CheckpointError(f"{path}: no model.safetensors (pickled .bin weights are not loaded)")
+    check_architecture(path)  # before transformers' model code is even imported (seconds)
+    from transformers import AutoModel
+
     # Eager attention: ONNX Runtime's transformer optimizer fuses attention only in this form.
     model = AutoModel.from_pretrained(path, attn_implementation="eager", use_safetensors=True)
     model.eval()
