@@ -82,6 +82,7 @@ class _Reducer:
             _per_character(tokenizer.normalizer, _NORMALIZERS)
             and _per_character(tokenizer.pre_tokenizer, _PRE_TOKENIZERS)
             and not any(token.normalized for token in added)  # matched after normalizing: not handled
+            and not any(token.single_word for token in added)  # matched or not by its neighbours
         )
         self.normalizer, self.pre_tokenizer = tokenizer.normalizer, tokenizer.pre_tokenizer
         self.longest_word = getattr(tokenizer.model, "max_input_chars_per_word", None)

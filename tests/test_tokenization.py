@@ -177,6 +177,19 @@ def test_a_long_part_is_counted_without_probing_it_character_by_character(monkey
     assert len(probes) < 1000  # the text has 250,000 characters
 
 
+def test_a_single_word_added_token_is_counted_as_in_the_whole_text():
+    """A single_word token is matched only between non-word characters: in "ab[MASK] " it is not,
+    but a window cut just before its "[" would begin with it, and match it."""
+    tokenizer = bert_tokenizer()
+    tokenizer.add_special_tokens([AddedToken("[MASK]", single_word=True, normalized=False)])
+    text = "ab[MASK] " * 30
+    untruncated = Tokenizer.from_str(tokenizer.to_str())
+    for char_limit in range(4, 40):
+        encoder = TextEncoder(None, 16, tokenizer=Tokenizer.from_str(tokenizer.to_str()))
+        encoder.char_limit = char_limit
+        assert encoder._count(text) == len(untruncated.encode(text, add_special_tokens=False).ids)
+
+
 def test_an_added_token_inside_a_long_word_splits_it():
     tokenizer = bert_tokenizer(max_word=8, madeup=True)
     for text in ["x" * 30 + "madeup7" + "y" * 5 + " good", "x" * 5 + "madeup7" + "y" * 30 + " the" * 9]:
@@ -190,8 +203,9 @@ def test_an_added_token_inside_a_long_word_splits_it():
         lambda t: setattr(t, "pre_tokenizer", pre_tokenizers.Metaspace()),
         lambda t: setattr(t, "pre_tokenizer", pre_tokenizers.ByteLevel()),
         lambda t: t.add_tokens([AddedToken("movie", normalized=True)]),
+        lambda t: t.add_special_tokens([AddedToken("[MASK]", single_word=True, normalized=False)]),
     ],
-    ids=["NFC", "Metaspace", "ByteLevel", "normalized-added-token"],
+    ids=["NFC", "Metaspace", "ByteLevel", "normalized-added-token", "single-word-added-token"],
 )
 def test_a_tokenizer_not_understood_is_not_cut(change):
     tokenizer = bert_tokenizer()
