@@ -44,7 +44,13 @@ export function rustCompatible(text) {
 // Python's str.isspace(): a text of only these is "empty" (ipt_edge/tokenization.py).
 const PY_SPACE = /^[\t\n\v\f\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$/;
 const LONE_SURROGATE = /[\ud800-\udfff]/u; // with the u flag, a valid pair is one character
-const CUT = /[ \t\n\r]/g; // whitespace to both libraries: tokens never span it
+// Where a text may be cut: before whitespace (both libraries split there; no token spans it), and,
+// where every added token is matched in the raw text whatever its neighbours, before ASCII
+// punctuation or a CJK ideograph below U+FFFF (each a word of its own to both); never where an
+// added token spans the cut.
+const SPACE = /[ \t\n\r]/g;
+const SPACE_OR_WORD = /[ \t\n\r!-/:-@[-`{-~\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]/g;
+const NOT_ALPHANUMERIC = /[^A-Za-z0-9]/g;
 
 /** Checks one part of a text as the Python runtime does; `index` names it in errors. */
 export function checkText(part, index) {
@@ -75,7 +81,20 @@ export class BertTokenizer {
     }
     this.template = template(json.post_processor, fail);
     this.padId = padId(json, this.tokenizer, fail);
-    this.cuttable = (json.added_tokens ?? []).every((t) => !/[ \t\n\r]/.test(t.content));
+    const added = json.added_tokens ?? [];
+    this.cuttable = added.every((t) => !/[ \t\n\r]/.test(t.content));
+    // matched in the raw text, whatever its neighbours (single_word looks at them)
+    const raw = added.every((t) => t.normalized === false && !t.single_word);
+    this.cut = raw ? SPACE_OR_WORD : SPACE;
+    this.added = added.map((t) => t.content).filter(Boolean);
+    this.span = Math.max(1, ...this.added.map((t) => t.length));
+    // A run of ASCII letters and digits longer than WordPiece's longest word is one [UNK] however
+    // long it is; it is trimmed to that many characters and one more if no added token can be in
+    // its middle (each holds something else), keeping `span` at each end for those at its edges.
+    const longest = json.model.max_input_chars_per_word ?? 100;
+    this.keep = Math.max(longest + 1, this.span);
+    const trimmable = raw && this.added.every((t) => /[^A-Za-z0-9]/.test(t));
+    this.longRun = trimmable ? new RegExp(`[A-Za-z0-9]{${this.keep + this.span + 1}}`, "g") : null;
     checkVocabulary(json, this.tokenizer, fail);
   }
 
@@ -86,29 +105,68 @@ export class BertTokenizer {
 
   /**
    * Ids of one part: all of them, or a prefix of more than `budget` of them with the exact count
-   * (`count`), for a text too long to tokenize whole (it is cut at whitespace; see `encode`).
+   * (`count`), for a text too long to tokenize whole (it is cut and trimmed; see `window`).
    */
   part(text, budget, needCount) {
-    const limit0 = Math.max(4096, 32 * budget);
-    if (!this.cuttable || text.length <= limit0) {
+    const limit = Math.max(4096, 32 * budget);
+    if (text.length <= limit) {
       const ids = this.pieces(text);
       return { ids, count: ids.length };
     }
-    for (let limit = limit0; ; limit *= 4) {
-      const end = cutAt(text, limit);
-      const ids = this.pieces(text.slice(0, end));
-      if (end === text.length) return { ids, count: ids.length };
+    for (let from = limit; ; ) {
+      const { short, stop } = this.window(text, 0, from);
+      const ids = this.pieces(short);
+      if (stop === text.length) return { ids, count: ids.length };
       if (ids.length > budget) {
         if (!needCount) return { ids, count: Infinity };
         let count = ids.length; // the rest, window by window: same sum, bounded memory
-        for (let start = end; start < text.length; ) {
-          const stop = cutAt(text, start + limit0);
-          count += this.pieces(text.slice(start, stop)).length;
-          start = stop;
+        for (let start = stop; start < text.length; ) {
+          const next = this.window(text, start, start + limit);
+          count += this.pieces(next.short).length;
+          start = next.stop;
         }
         return { ids, count };
       }
+      from = Math.max(4 * from, stop + 1); // past a long uncut stretch at once: it is trimmed anew each time
     }
+  }
+
+  /**
+   * {short, stop}: `short` has the tokens of text.slice(start, stop), where `start` is 0 or a cut
+   * point and `stop` the first cut point from `from` (or text.length); long runs of letters and
+   * digits trimmed.
+   */
+  window(text, start, from) {
+    const stop = this.cutAt(text, from);
+    return { short: this.trim(text.slice(start, stop)), stop };
+  }
+
+  /** `text` with each run of letters and digits too long for a word trimmed (see the constructor). */
+  trim(text) {
+    if (!this.longRun) return text;
+    const kept = [];
+    let last = 0;
+    this.longRun.lastIndex = 0;
+    for (let match; (match = this.longRun.exec(text)); ) {
+      // its end found by a search for one character: a quantifier over megabytes overflows V8's stack
+      NOT_ALPHANUMERIC.lastIndex = match.index;
+      const end = NOT_ALPHANUMERIC.exec(text)?.index ?? text.length;
+      kept.push(text.slice(last, match.index + this.keep), text.slice(end - this.span, end));
+      last = this.longRun.lastIndex = end;
+    }
+    kept.push(text.slice(last));
+    return kept.join("");
+  }
+
+  /** The first index from `from` where the text may be cut, or text.length. */
+  cutAt(text, from) {
+    if (!this.cuttable) return text.length;
+    this.cut.lastIndex = from;
+    for (let match; (match = this.cut.exec(text)); ) {
+      const near = text.slice(Math.max(0, match.index - this.span + 1), match.index + this.span - 1);
+      if (!this.added.some((token) => near.includes(token))) return match.index;
+    }
+    return text.length;
   }
 
   /**
@@ -137,13 +195,6 @@ export class BertTokenizer {
     }
     return { ids, typeIds, truncated: keepA < a.count || (b !== null && keepB < b.count) };
   }
-}
-
-/** The first index from `from` of whitespace that may be cut at, or text.length. */
-function cutAt(text, from) {
-  CUT.lastIndex = from;
-  const match = CUT.exec(text);
-  return match ? match.index : text.length;
 }
 
 /** How many tokens of each part Rust keeps (tokenizers' truncate_encodings, LongestFirst). */

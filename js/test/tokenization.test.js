@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { test } from "node:test";
 import { BertTokenizer, rustCompatible, truncation } from "../src/tokenization.js";
 import { TINY } from "./config.js";
+import { longLineChecks, uncut } from "./tokenizer-cases.js";
 
 const json = JSON.parse(readFileSync(join(TINY.sentiment, "tokenizer.json"), "utf8"));
 const tokenizer = new BertTokenizer(json, "tokenizer.json");
@@ -63,4 +64,28 @@ test("tokenizers the fixes were not verified for are refused", () => {
   const held = structuredClone(json);
   held.model.vocab["\u061d"] = Object.keys(held.model.vocab).length;
   assert.throws(() => new BertTokenizer(held, "tokenizer.json"), /its vocabulary holds U\+61D, which JavaScript and the Rust tokenizer handle differently/);
+});
+
+test("a 20 MB line without whitespace reaches the library in kilobytes, with the same tokens", () => {
+  const { longest, differing } = longLineChecks(new BertTokenizer(json, "tokenizer.json"));
+  for (const [name, n] of Object.entries(longest)) assert.ok(n < 3 * 4096, `${name}: ${n} characters reached the library`);
+  assert.deepEqual(differing, []);
+});
+
+test("a cut or a trimmed word never splits an added token", () => {
+  const added = structuredClone(json);
+  const vocab = added.model.vocab;
+  added.added_tokens = ["[MASK]", "[SEP]", "madeup7"].map((content) => ({
+    id: vocab[content] ?? Object.keys(vocab).length, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true,
+  }));
+  const t = new BertTokenizer(added, "tokenizer.json");
+  // 61 tokens, then "[MASK]" across the first place a cut may go (4,096 characters): cut inside
+  // it, the 62nd and last token the budget of 64 holds would be "[", not [MASK]
+  const first = ("good" + " ".repeat(63)).repeat(60) + "good" + " ".repeat(70);
+  const texts = [
+    first + "[MASK]" + ",good".repeat(100),
+    "[MASK]" + "x".repeat(5000) + "[SEP]" + "y".repeat(300) + ",good",
+    "x".repeat(5000) + "madeup7" + "y".repeat(5000), // a token of letters and digits: not trimmed
+  ];
+  for (const text of texts) assert.deepEqual(t.encode(text, 64).ids, uncut(t, text, 64));
 });

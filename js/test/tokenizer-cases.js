@@ -1,6 +1,7 @@
 // The texts on which the JavaScript tokenizer is compared with the Rust one, made the same way in
 // Node and in the browser (a seeded generator): every code point in a small context, fuzzed
-// texts, and (text, budget) cases that truncate, pairs among them.
+// texts, and (text, budget) cases that truncate, pairs among them; and the long-line checks.
+import { truncation } from "../src/tokenization.js";
 
 /** Every code point but the surrogates, as "a<c>b <c> x<c><c>": alone, inside a word, doubled. */
 export function codePointTexts() {
@@ -68,18 +69,93 @@ export function truncationCases(seed) {
     cases.push({ text: i % 2 ? [texts[i], texts[(i * 7) % texts.length]] : texts[i], maxLength });
   }
   const long = (words) => Array.from({ length: words }, (_, i) => ["good", "film", "ΣΟΦΟΣ", "中", "😀", "[MASK]"][i % 6]).join(" ");
-  // Long pairs with budgets of 64+ only: the Rust tokenizer pairs every overflow window of one part
-  // with every window of the other, so two long parts at budget 8 take gigabytes in Python.
   for (const maxLength of [8, 9, 128]) {
     cases.push({ text: long(3000), maxLength });
     cases.push({ text: "x".repeat(5000) + " good film", maxLength });
   }
-  for (const maxLength of [64, 65, 128]) {
+  for (const maxLength of [8, 9, 64, 65, 128]) {
     cases.push({ text: [long(3000), long(2999)], maxLength });
     cases.push({ text: [long(2500), "short one"], maxLength });
     cases.push({ text: ["short one", long(4000)], maxLength });
   }
+  // Lines without whitespace: cut at punctuation or ideographs; runs of letters and digits trimmed.
+  const lines = unspacedLines(20_000, seed);
+  for (const maxLength of [9, 64]) {
+    cases.push({ text: lines.json, maxLength }, { text: "good " + lines.hex + ",film", maxLength });
+    cases.push({ text: [lines.url, lines.json], maxLength }, { text: [lines.hex, "[MASK]" + lines.url], maxLength });
+    cases.push({ text: lines.chinese, maxLength }, { text: [lines.chinese, "好" + lines.chinese], maxLength });
+  }
   return cases;
+}
+
+const WORDS = ["the", "film", "was", "good", "bad", "plot", "story", "very", "dull", "movie", "great"];
+
+/**
+ * Lines of `n` characters without whitespace (seeded), as minified JSON, URL-encoding, hex dumps
+ * and Chinese make them: JSON and URLs full of punctuation, hex one word of letters and digits,
+ * Chinese ideographs with a full-width comma now and then.
+ */
+export function unspacedLines(n, seed = 3) {
+  const next = random(seed);
+  const word = () => WORDS[Math.floor(next() * WORDS.length)];
+  const fill = (piece) => {
+    const pieces = [];
+    for (let size = 0; size < n; ) size += pieces[pieces.push(piece()) - 1].length;
+    return pieces.join("").slice(0, n);
+  };
+  return {
+    json: fill(() => JSON.stringify({ id: Math.floor(next() * 1e6), title: `${word()}_${word()}`, tags: [word(), word()] }) + ","),
+    url: fill(() => encodeURIComponent(`${word()} ${word()}, ${word()}!`) + "&q="),
+    hex: fill(() => Math.floor(next() * 2 ** 32).toString(16)),
+    chinese: fill(() => String.fromCharCode(...Array.from({ length: 19 }, () => 0x4e00 + Math.floor(next() * 0x5000))) + "，"),
+  };
+}
+
+/** The ids `tokenizer.encode` gives when nothing is cut: the whole parts' pieces, truncated. */
+export function uncut(tokenizer, text, maxLength) {
+  const parts = (Array.isArray(text) ? text : [text]).map((part) => tokenizer.pieces(part));
+  const items = parts.length === 2 ? tokenizer.template.pairTemplate : tokenizer.template.single;
+  const budget = maxLength - items.reduce((n, item) => n + (item.ids?.length ?? 0), 0);
+  const keep = truncation(parts[0].length, parts[1]?.length ?? null, budget >= 0 ? budget : Infinity);
+  const index = { A: 0, B: 1 };
+  return items.flatMap((item) => item.ids ?? parts[index[item.sequence]].slice(0, keep[index[item.sequence]]));
+}
+
+/**
+ * The long-line checks, alike in Node and in the browser: `longest`, the most characters
+ * `tokenizer` handed the library at once for each 20 MB line without whitespace (and for a pair of
+ * 1 MB ones), at a budget of 64; `differing`, the cases of 200,000-character lines (alone and in
+ * pairs, budgets 9 and 64) whose ids are not those of the uncut tokenization.
+ */
+export function longLineChecks(tokenizer) {
+  const library = tokenizer.tokenizer;
+  const sizes = [];
+  const encode = library.encode.bind(library);
+  library.encode = (text, options) => {
+    sizes.push(text.length);
+    return encode(text, options);
+  };
+  const longest = {};
+  try {
+    const { json, url } = unspacedLines(1_000_000);
+    for (const [name, text] of [...Object.entries(unspacedLines(20_000_000)), ["pair", [json, url]]]) {
+      sizes.length = 0;
+      tokenizer.encode(text, 64);
+      longest[name] = Math.max(...sizes);
+    }
+  } finally {
+    delete library.encode;
+  }
+  const lines = unspacedLines(200_000);
+  const texts = [...Object.values(lines), [lines.json, lines.url], [lines.hex, lines.json], ["good", lines.url]];
+  const differing = [];
+  for (const text of texts) {
+    for (const maxLength of [9, 64]) {
+      const ids = tokenizer.encode(text, maxLength).ids;
+      if (JSON.stringify(ids) !== JSON.stringify(uncut(tokenizer, text, maxLength))) differing.push(`${JSON.stringify(text).slice(0, 40)} at ${maxLength}`);
+    }
+  }
+  return { longest, differing };
 }
 
 /** FNV-1a over a list of id arrays, in blocks of `size` texts: compact enough to ship the Rust

@@ -96,6 +96,15 @@ for (const [name, dir] of Object.entries({ ...TINY, ...(SHIPPED ? { shipped: SHI
   });
 }
 
+test("chromium: a 20 MB line without whitespace reaches the tokenizer in kilobytes, with the same tokens", async (t) => {
+  const page = await checksPage();
+  const { longest, differing } = await page.evaluate((url) => window.checks.longLines(url), "/bundles/sentiment/tokenizer.json");
+  await page.close();
+  t.diagnostic(`most characters handed to the library at once: ${JSON.stringify(longest)}`);
+  for (const [name, n] of Object.entries(longest)) assert.ok(n < 3 * 4096, `${name}: ${n} characters reached the library`);
+  assert.deepEqual(differing, []);
+});
+
 test("chromium refuses a tampered or missing bundle, naming the file", async () => {
   const page = await checksPage();
   const damaged = await page.evaluate(() => window.checks.loadError("/bundles/damaged/"));

@@ -2,7 +2,7 @@
 import { Bundle } from "ipt-edge";
 import { BertTokenizer } from "/src/tokenization.js";
 import { compareWithReference } from "../parity.js";
-import { blockHashes, codePointTexts, fuzzTexts, truncationCases } from "../tokenizer-cases.js";
+import { blockHashes, codePointTexts, fuzzTexts, longLineChecks, truncationCases } from "../tokenizer-cases.js";
 
 const getJson = async (url) => {
   const response = await fetch(url);
@@ -50,6 +50,11 @@ window.checks = {
       })
       .filter((i) => i !== null);
     return { codePoints: groups.codePoints.length, fuzz: groups.fuzz.length, encodings: cases.length, differing };
+  },
+
+  /** tokenizer-cases.js's long-line checks (20 MB lines without whitespace) in the browser. */
+  async longLines(tokenizerUrl) {
+    return longLineChecks(new BertTokenizer(await getJson(tokenizerUrl), tokenizerUrl));
   },
 
   /**
