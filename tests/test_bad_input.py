@@ -374,7 +374,7 @@ def test_predict_json_writes_null_for_a_probability_that_is_not_a_number(copy):
         raise AssertionError(f"{name} in the output")
 
     record = json.loads(result.stdout, parse_constant=refuse)
-    assert set(record["probabilities"].values()) == {None}
+    assert set(record["tasks"]["sentiment"]["probabilities"].values()) == {None}
 
 
 # ---- bundles: a damaged file is a BundleError naming it ------------------------------------------

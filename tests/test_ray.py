@@ -69,7 +69,7 @@ def test_the_predictor_sets_onnx_runtime_threads_to_its_cpus(cluster, bundle):
 
             table = super().__call__(batch)
             cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 0.0)
-            threads = self.classifier.bundle.encoder.get_session_options().intra_op_num_threads
+            threads = self.bundle.encoder.get_session_options().intra_op_num_threads
             table = table.append_column("actor_cpus", pa.array([cpus] * batch.num_rows, pa.float64()))
             return table.append_column("ort_threads", pa.array([threads] * batch.num_rows, pa.int64()))
 
