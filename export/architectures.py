@@ -573,15 +573,23 @@ class ArchitectureBackbone(nn.Module):
         token_type_ids: torch.Tensor,
         prefix_mask: torch.Tensor,
         prefix_kv: Sequence[torch.Tensor],
+        layers: range | None = None,
+        hidden: torch.Tensor | None = None,
     ) -> list[torch.Tensor]:
         """Every layer's output [B, T, H] (before `finish`). token_embeds [B, T, E] float,
         attention_mask / token_type_ids [B, T] int64, prefix_mask [B, L, P] int64 (1 = attend),
-        prefix_kv: L tensors [2, B, heads, P, head_dim] (0 = keys, 1 = values)."""
+        prefix_kv: L tensors [2, B, heads, P, head_dim] (0 = keys, 1 = values).
+
+        `layers` runs only those (outputs then hold only theirs); `hidden` [B, T, H] is the state
+        entering the first of them, in place of the embeddings: a trainer computes the layers below
+        the first prompted one once per row and resumes from there (export/train.py)."""
         arch = self.arch
-        hidden = arch.embed(self, token_embeds, token_type_ids, attention_mask)
-        context = arch.context(self, hidden, attention_mask)
+        layers = range(len(self.layers)) if layers is None else layers
+        if hidden is None:
+            hidden = arch.embed(self, token_embeds, token_type_ids, attention_mask)
+        context = arch.context(self, hidden, attention_mask)  # from the shape alone: same at any layer
         outputs = []
-        for index in range(len(self.layers)):
+        for index in layers:
             hidden = arch.layer(
                 self, index, hidden, attention_mask, prefix_kv[index], prefix_mask[:, index], context
             )

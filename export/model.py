@@ -400,14 +400,34 @@ class IPTModel(nn.Module):
         self.backbone.eval()
         return self
 
-    def forward(self, input_ids, attention_mask, token_type_ids):
+    def forward(self, input_ids, attention_mask, token_type_ids, lower: torch.Tensor | None = None):
+        """logits [B, C]. `lower` [B, T, H], where given, is `lower_states` of these rows: the
+        layers below the first prompted one are then not run again (export/train.py caches it)."""
         token_embeds = self.word_embeddings(input_ids)  # [B, T, H]
         prefix_kv = self.generator(input_ids, token_embeds, attention_mask)  # L x [2, B, heads, P, head_dim]
         config = self.config
         mask = prefix_mask(input_ids.shape[0], self.num_layers, config.prompt_length,
                            config.prefix_from_layer, input_ids.device)  # fmt: skip
-        hidden = self.backbone(token_embeds, attention_mask, token_type_ids, mask, *prefix_kv)  # [B, T, H]
+        if lower is None:
+            hidden = self.backbone(
+                token_embeds, attention_mask, token_type_ids, mask, *prefix_kv
+            )  # [B, T, H]
+        else:
+            layers = range(config.prefix_from_layer, self.num_layers)
+            states = self.backbone.layer_outputs(None, attention_mask, None, mask, prefix_kv, layers, lower)
+            hidden = self.backbone.arch.finish(self.backbone, states[-1])
         return self.head(self.dropout(pool(hidden, attention_mask, config.pooling)))  # [B, C]
+
+    @torch.no_grad()
+    def lower_states(self, input_ids, attention_mask, token_type_ids) -> torch.Tensor:
+        """The state entering the first prompted layer, [B, T, H]. The layers below it carry no
+        prefix, so for a row it never changes: the same every step and epoch."""
+        token_embeds = self.word_embeddings(input_ids)
+        first = self.config.prefix_from_layer
+        mask, kv = self.backbone.empty_prefix(input_ids.shape[0], token_embeds)
+        return self.backbone.layer_outputs(
+            token_embeds, attention_mask, token_type_ids, mask, kv, range(first)
+        )[-1]
 
     def tuned_state(self) -> dict[str, torch.Tensor]:
         """The weights a task owns: generator and head (what the checkpoint stores)."""

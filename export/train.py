@@ -7,13 +7,22 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import random
+import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+# oneDNN keeps a primitive (and its scratch memory) for every matmul shape it has met, 1,024 by
+# default; length-bucketed batches meet a hundred lengths, and AG News grew to 2.0 GB of RSS. Eight
+# kept primitives train as fast (117 rows/s either way) at 1.4 GB. Read at oneDNN's first use, so
+# set before torch computes anything; a value the user set wins.
+os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "8")
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -60,6 +69,10 @@ class TrainOptions:
     init_generator: Path | None = None  # a checkpoint whose generator (same kind and P) starts this one
     prefix_from_layer: int = 0  # the first layer given a prefix (layers below get none)
     device: str = "cpu"  # cpu | cuda | auto (cuda where torch sees one); checkpoints are saved on CPU
+    precision: str = "auto"  # auto | bf16 | fp32: the frozen backbone under bf16 autocast where native
+    cache_mb: int = 512  # with prefix_from_layer > 0: memory for the layers below it, computed once per row
+    max_batch_tokens: int = 2048  # a batch with more (rows x padded length) runs in parts, gradients summed
+    legacy_loop: bool = False  # the loop before issue #28, every lever off: benchmarks/train_speed.py only
 
 
 @dataclass
@@ -116,6 +129,115 @@ def read_examples(
 
 def batches(order: Sequence[int], size: int) -> list[list[int]]:
     return [list(order[i : i + size]) for i in range(0, len(order), size)]
+
+
+def length_bucketed(lengths: Sequence[int], size: int, rng: random.Random, pool: int = 64) -> list[list[int]]:
+    """One epoch's batches, every row exactly once. Rows are shuffled, sorted by length within
+    pools of `pool` batches and cut into batches; then the batches are shuffled. A batch holds
+    rows of about one length (little padding: SST-2's phrases run from 1 to 60 tokens) and is
+    still a random draw of the data, met in a random order."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    epoch: list[list[int]] = []
+    for start in range(0, len(order), size * pool):
+        epoch += batches(sorted(order[start : start + size * pool], key=lengths.__getitem__), size)
+    rng.shuffle(epoch)
+    return epoch
+
+
+@dataclass
+class TokenizedRows:
+    """Every training row tokenized once: its ids do not change between epochs."""
+
+    ids: list[np.ndarray]  # [T_i] int64 each, special tokens included
+    type_ids: list[np.ndarray]  # [T_i] int64 each
+    pad_id: int
+
+    @classmethod
+    def of(cls, encoder: TextEncoder, texts: Sequence[Text], chunk: int = 1024) -> TokenizedRows:
+        ids, type_ids = [], []
+        for start in range(0, len(texts), chunk):  # a chunk's Encodings at a time, kept as arrays
+            for encoding in encoder.tokenize(texts[start : start + chunk]):
+                ids.append(np.asarray(encoding.ids, dtype=np.int64))
+                type_ids.append(np.asarray(encoding.type_ids, dtype=np.int64))
+        return cls(ids, type_ids, encoder.pad_id)
+
+    @property
+    def lengths(self) -> list[int]:
+        return [len(row) for row in self.ids]
+
+    def batch(self, rows: Sequence[int], device: torch.device) -> tuple[torch.Tensor, ...]:
+        """input_ids, attention_mask, token_type_ids [B, T] int64, right-padded to the longest row."""
+        length = max(len(self.ids[i]) for i in rows)
+        ids = np.full((len(rows), length), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(rows), length), dtype=np.int64)
+        types = np.zeros((len(rows), length), dtype=np.int64)
+        for j, i in enumerate(rows):
+            n = len(self.ids[i])
+            ids[j, :n], mask[j, :n], types[j, :n] = self.ids[i], 1, self.type_ids[i]
+        return tuple(torch.from_numpy(a).to(device) for a in (ids, mask, types))
+
+
+class LowerStates:
+    """With a prefix from layer K > 0, the state entering layer K ([T_i, H] per row) is fixed for
+    a row: computed once, kept up to `budget` bytes, the layers below K are not run again in later
+    epochs. Rows past the budget are recomputed each time. Kept in the autocast dtype, if any."""
+
+    def __init__(self, model: IPTModel, budget: int, dtype: torch.dtype | None):
+        self.model, self.budget, self.dtype = model, budget, dtype
+        self.rows: dict[int, torch.Tensor] = {}
+        self.bytes = 0
+
+    def __call__(self, rows: Sequence[int], inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """[B, T, H] for these rows, padded as `inputs` are (padding states are zero: nothing
+        reads them, every layer masks them and pooling skips them)."""
+        if not all(i in self.rows for i in rows):
+            states = self.model.lower_states(*inputs)  # [B, T, H]
+            lengths = inputs[1].sum(1).tolist()
+            for j, i in enumerate(rows):
+                kept = states[j, : lengths[j]].to(self.dtype or states.dtype)
+                if i not in self.rows and self.bytes + kept.nbytes <= self.budget:
+                    self.rows[i] = kept
+                    self.bytes += kept.nbytes
+            return states
+        batch, length = inputs[0].shape
+        first = self.rows[rows[0]]
+        states = first.new_zeros(batch, length, first.shape[-1])
+        for j, i in enumerate(rows):
+            states[j, : len(self.rows[i])] = self.rows[i]
+        return states
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (a container's share, not the host's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether the device computes bf16 matmuls in hardware: CUDA from Ampere on; on CPU, AVX-512
+    BF16 or AMX (Linux flags). Elsewhere oneDNN would emulate bf16, slower than fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def autocast_dtype(
+    options: TrainOptions, device: torch.device, say: Callable[[str], None]
+) -> torch.dtype | None:
+    """bf16 for --precision auto or bf16 where the device has it natively, else None (fp32), said
+    in one line. The trainable weights, their gradients and the optimizer stay fp32 either way."""
+    if options.precision not in ("auto", "bf16", "fp32"):
+        raise ValueError(f"precision must be auto, bf16 or fp32; got {options.precision!r}")
+    if options.precision == "fp32" or options.legacy_loop:
+        return None
+    if native_bf16(device):
+        return torch.bfloat16
+    say(f"bf16: {device.type} has no native bf16 (AVX-512 BF16, AMX or an Ampere GPU); training in fp32")
+    return None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -176,14 +298,17 @@ def load_task_data(
     Without --labels, the labels found are printed with their counts (a typo shows up here)."""
     raw_labels, label_names = parse_labels(options.labels) if options.labels else (None, None)
     given = raw_labels is not None
-    train_set, raw_labels, counts = read_examples(options.train_file, options, raw_labels)
-    if not given:
-        found = ", ".join(f"{value!r} x{counts[value]:,}" for value in raw_labels)
-        progress(f"labels found in {options.train_file} (column {options.label_column!r}): {found}")
+    train_set, raw_labels, _ = read_examples(options.train_file, options, raw_labels)
     dev_set = read_examples(options.dev_file, options, raw_labels)[0] if options.dev_file else None
-    if options.max_train_rows and options.max_train_rows < len(train_set.texts):
+    subsample = options.max_train_rows and options.max_train_rows < len(train_set.texts)
+    if subsample:
         keep = sorted(random.Random(options.seed).sample(range(len(train_set.texts)), options.max_train_rows))
         train_set = Examples([train_set.texts[i] for i in keep], [train_set.labels[i] for i in keep])
+    if not given:  # counted on the rows trained on
+        counts = Counter(train_set.labels)
+        found = ", ".join(f"{value!r} x{counts[i]:,}" for i, value in enumerate(raw_labels))
+        rows = f"{len(train_set.texts):,} rows of " if subsample else ""
+        progress(f"labels found in {rows}{options.train_file} (column {options.label_column!r}): {found}")
     return train_set, dev_set, raw_labels, label_names or raw_labels
 
 
@@ -197,6 +322,29 @@ class FitResult:
     history: list[dict]
 
 
+def parts(rows: int, length: int, max_tokens: int) -> list[slice]:
+    """Consecutive slices of a batch of `rows` rows padded to `length` tokens, each of at most
+    `max_tokens` tokens (one row at least): the parts a long batch runs in."""
+    size = max(1, min(rows, max_tokens // max(1, length)))
+    return [slice(start, start + size) for start in range(0, rows, size)]
+
+
+def epoch_batches(
+    train_set: Examples, rows: TokenizedRows | None, encoder: TextEncoder, size: int, rng: random.Random,
+    device: torch.device,
+) -> Iterator[tuple[list[int], tuple[torch.Tensor, ...]]]:  # fmt: skip
+    """One epoch: (row indices, their input tensors) per batch. Length-bucketed batches of the
+    rows tokenized once; without `rows` (the legacy loop), random batches tokenized anew."""
+    if rows is not None:
+        for batch in length_bucketed(rows.lengths, size, rng):
+            yield batch, rows.batch(batch, device)
+        return
+    order = list(range(len(train_set.texts)))
+    rng.shuffle(order)
+    for batch in batches(order, size):
+        yield batch, to_tensors(encoder, [train_set.texts[i] for i in batch], device)
+
+
 def fit(
     model: torch.nn.Module,
     encoder: TextEncoder,
@@ -204,10 +352,13 @@ def fit(
     dev_set: Examples | None,
     options: TrainOptions,
     snapshot: Callable[[], dict],
+    say: Callable[[str], None] = print,
 ) -> FitResult:
     """AdamW over the trainable parameters, linear warm-up and decay, dev selection, a progress bar.
 
     `snapshot` returns what to keep at the best dev step (a task's tuned weights, or all weights).
+    The frozen backbone runs under bf16 autocast where the device has it (autocast_dtype); dev
+    accuracy is measured in fp32, as the exported graphs run.
     """
     trainable = [p for p in model.parameters() if p.requires_grad]
     device = model_device(model)
@@ -224,6 +375,12 @@ def fit(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
     eval_every = options.eval_every or steps_per_epoch
     shuffler = random.Random(options.seed)
+    dtype = autocast_dtype(options, device, say)
+    legacy = options.legacy_loop
+    rows = None if legacy else TokenizedRows.of(encoder, train_set.texts)
+    cached = isinstance(model, IPTModel) and model.config.prefix_from_layer > 0 and not legacy
+    lower = LowerStates(model, options.cache_mb << 20, dtype) if cached else None
+    max_tokens = sys.maxsize if legacy else options.max_batch_tokens
     best_state, best_dev, best_step = None, -1.0, total_steps
     history: list[dict] = []
     started = time.perf_counter()
@@ -232,21 +389,29 @@ def fit(
         step, rows_seen, running_loss = 0, 0, 0.0
         model.train()
         while step < total_steps:
-            order = list(range(len(train_set.texts)))
-            shuffler.shuffle(order)
-            for rows in batches(order, options.batch_size):
+            for batch, inputs in epoch_batches(
+                train_set, rows, encoder, options.batch_size, shuffler, device
+            ):
                 if step >= total_steps:
                     break
-                inputs = to_tensors(encoder, [train_set.texts[i] for i in rows], device)
-                target = torch.tensor([train_set.labels[i] for i in rows], device=device)
-                loss = F.cross_entropy(model(*inputs), target)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                loss = torch.zeros((), device=device)
+                # A long batch runs in parts whose gradients add up to the batch's: the same step,
+                # with memory bounded by max_batch_tokens whatever the texts' lengths.
+                for part in parts(len(batch), inputs[0].shape[1], max_tokens):
+                    rows_in, inputs_in = batch[part], tuple(x[part] for x in inputs)
+                    target = torch.tensor([train_set.labels[i] for i in rows_in], device=device)
+                    with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                        states = None if lower is None else lower(rows_in, inputs_in)
+                        logits = model(*inputs_in) if states is None else model(*inputs_in, lower=states)
+                    part_loss = F.cross_entropy(logits.float(), target, reduction="sum") / len(batch)
+                    part_loss.backward()
+                    loss += part_loss.detach()
                 torch.nn.utils.clip_grad_norm_(trainable, 1.0)
                 optimizer.step()
                 scheduler.step()
                 step += 1
-                rows_seen += len(rows)
+                rows_seen += len(batch)
                 running_loss = loss.item() if step == 1 else 0.98 * running_loss + 0.02 * loss.item()
                 status = f"loss {running_loss:.4f}"
                 if dev_set and (step % eval_every == 0 or step == total_steps):
@@ -286,8 +451,7 @@ def start_from_pretrained_generator(model: IPTModel, checkpoint_dir: Path, backb
 
 def train(options: TrainOptions, progress: Callable[[str], None] = print) -> dict:
     """Train a task's generator and head, keep the best dev state, save the checkpoint."""
-    if options.threads:
-        torch.set_num_threads(options.threads)
+    torch.set_num_threads(options.threads or usable_cores())
     torch.manual_seed(options.seed)
     check_generator(options.generator)  # before reading data and the backbone
     check_out_dir(options.out_dir, options.replace)  # before hours of training, not after
@@ -318,7 +482,7 @@ def train(options: TrainOptions, progress: Callable[[str], None] = print) -> dic
         f"{options.generator}: {tuned:,} tuned parameters = {share:.2%} of the backbone "
         f"({backbone.identity['parameters']:,}); {len(train_set.texts):,} training rows on {device}"
     )
-    result = fit(model, encoder, train_set, dev_set, options, snapshot=model.tuned_state)
+    result = fit(model, encoder, train_set, dev_set, options, snapshot=model.tuned_state, say=progress)
     if result.best_state is not None:
         model.load_state_dict(result.best_state, strict=False)
     model.to("cpu")  # checkpoints hold CPU tensors

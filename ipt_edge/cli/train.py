@@ -87,6 +87,14 @@ def train(
     device: Annotated[
         str, typer.Option(help="cpu, cuda (an NVIDIA GPU through PyTorch), or auto (cuda where available).")
     ] = "cpu",
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="auto: the frozen backbone runs in bf16 where the CPU (AVX-512 BF16, AMX) or GPU has it "
+            "natively, else fp32 (said in one line); bf16 or fp32 to choose. The tuned weights and the "
+            "exported graphs are fp32 either way."
+        ),
+    ] = "auto",
 ) -> None:
     """Train a task's prompt generator and head on the frozen backbone; saves a checkpoint.
 
@@ -104,6 +112,7 @@ def train(
         max_length=max_length, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
         max_train_rows=max_train_rows, eval_every=eval_every, threads=threads,
         init_generator=init_generator, prefix_from_layer=prefix_from_layer, device=device,
+        precision=precision,
     )  # fmt: skip
     try:
         training.train(options, progress=say)
