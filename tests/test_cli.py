@@ -1,7 +1,9 @@
 """The ipt-edge command line, end to end and on bad input (exit code 2, a message, no partial output)."""
 
 import csv
+import inspect
 import json
+import os
 import re
 import subprocess
 import sys
@@ -12,6 +14,7 @@ from typer.testing import CliRunner
 
 from ipt_edge.classifier import Classifier
 from ipt_edge.cli import app
+from ipt_edge.cli.score import score as score_command
 from ipt_edge.tables import TableReader
 
 from .tiny import pair_rows, sentiment_rows, write_tsv
@@ -308,3 +311,25 @@ def test_pretrained_generator_of_another_kind_is_refused(
                  "--generator", "cnn-prefix", "--init-generator", checkpoints["mlp-prefix"])  # fmt: skip
     assert result.exit_code == 2
     assert "its generator is mlp-prefix with P=4; this task trains cnn-prefix with P=4" in result.output
+
+
+def help_without_a_terminal(command: str, **env: str) -> list[str]:
+    """`ipt-edge COMMAND --help` as CI logs or a script's pipe get it: no standard stream is a
+    terminal, and no width is set unless `env` sets one."""
+    environ = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "TERMINAL_WIDTH")}
+    result = subprocess.run([sys.executable, "-m", "ipt_edge", command, "--help"], stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, env={**environ, **env}, check=True)  # fmt: skip
+    return [re.sub(r"\x1b\[[0-9;]*m", "", line).rstrip() for line in result.stdout.splitlines()]
+
+
+def test_help_without_a_terminal_keeps_its_lines_whole():
+    # Rich falls back to 80 columns without a terminal, which broke the help's own 100-column lines
+    lines = help_without_a_terminal("score")
+    written = [line.strip() for line in inspect.cleandoc(score_command.__doc__).splitlines() if line.strip()]
+    assert max(map(len, written)) > 80  # what there is to break
+    for line in written:
+        assert any(shown.strip() == line for shown in lines), line
+
+
+def test_help_follows_a_width_the_user_sets():
+    assert max(len(line) for line in help_without_a_terminal("score", COLUMNS="70")) == 70

@@ -7,6 +7,7 @@ Ctrl-C / SIGTERM (nothing half-written remains, a previous output is untouched);
 from __future__ import annotations
 
 import importlib
+import os
 import signal
 import sys
 import warnings
@@ -108,8 +109,25 @@ def export_side(module: str) -> ModuleType:
         )
 
 
+# The help's own lines are written to 100 columns; a console this wide shows them whole.
+HELP_WIDTH = 120
+
+
+def _width_without_a_terminal() -> None:
+    """Rich sizes help (and error panels) to the first standard stream that is a terminal, and with
+    none (CI logs, a file, a script's pipe) falls back to 80 columns, which breaks the help's
+    100-column lines in two. There, unless the user set a width (COLUMNS, or typer's
+    TERMINAL_WIDTH), it gets HELP_WIDTH: rich and click both read COLUMNS."""
+    if "COLUMNS" in os.environ or "TERMINAL_WIDTH" in os.environ:
+        return
+    if any(os.isatty(fd) for fd in (0, 1, 2)):  # a terminal's own width is the one to use
+        return
+    os.environ["COLUMNS"] = str(HELP_WIDTH)
+
+
 def main() -> None:
     """The `ipt-edge` entry point: the typer app, with SIGTERM handled as Ctrl-C is."""
+    _width_without_a_terminal()
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     warnings.formatwarning = _one_line  # a user sees the message, never Python's file, line and source
