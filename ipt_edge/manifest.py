@@ -175,7 +175,7 @@ def _field(data: dict, key: str, kind: type | tuple[type, ...], where: str) -> A
         raise BundleError(
             f"{MANIFEST}: field {where}{key} should be {getattr(kind, '__name__', kind)}, got {value!r:.80}"
         )
-    if kind is int and not 0 <= value <= LIMITS.get(key, DEFAULT_LIMIT):
+    if kind is int and isinstance(value, int) and not 0 <= value <= LIMITS.get(key, DEFAULT_LIMIT):
         raise BundleError(
             f"{MANIFEST}: field {where}{key} = {str(value)[:24]} is out of range (0 to {LIMITS.get(key, DEFAULT_LIMIT)})"
         )

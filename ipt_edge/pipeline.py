@@ -266,7 +266,7 @@ class Bundle:
         for k, task in enumerate(opened):  # task k's rows are k * n .. (k + 1) * n - 1
             rows = every[k * n : (k + 1) * n]
             probabilities[task.name] = np.array(rows, dtype=np.float32).reshape(n, len(task.labels))
-        truncated = result.truncated.reshape(len(names), n).any(axis=0)
+        truncated = np.asarray(result.truncated.reshape(len(names), n).any(axis=0))
         labels = {task.name: list(task.labels) for task in opened}
         return TaskProbabilities(texts, labels, probabilities, truncated)
 

@@ -404,7 +404,8 @@ def score_file(
             clash = [c for c in added if c in reader.columns and reader.format == "parquet"]
             if clash:
                 raise TableError(f"{input_file}: already has column(s) {clash}, which score adds")
-            schema = as_json = None
+            schema = None
+            as_json: set[str] = set()  # columns stored as JSON text (read for a Parquet output only)
             if out_format == "parquet":
                 if reader.schema is not None:
                     schema, as_json = reader.schema, set()

@@ -46,7 +46,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from ipt_edge.atomic import commit, umask
 from ipt_edge.tokenization import Text
@@ -557,7 +557,7 @@ class AtomicTableWriter:
                 raw = open(self._temp, "r+b")  # noqa: SIM115 (closed by commit() or abort())
                 raw.truncate(size)
                 raw.seek(size)
-                self._file = io.TextIOWrapper(raw, encoding="utf-8", newline="")
+                self._file: IO[Any] = io.TextIOWrapper(raw, encoding="utf-8", newline="")
             else:
                 folder = temp_dir or self.path.parent
                 folder.mkdir(parents=True, exist_ok=True)
@@ -566,7 +566,7 @@ class AtomicTableWriter:
                 )
                 self._temp = Path(temp_name)
                 if self.format == "parquet":
-                    self._file = os.fdopen(handle, "wb")
+                    self._file = cast(IO[Any], os.fdopen(handle, "wb"))  # for the Parquet writer only
                 else:
                     self._file = os.fdopen(handle, "w", encoding="utf-8", newline="")
         except OSError as error:

@@ -265,6 +265,7 @@ class TextEncoder:
             encodings[index] = encoding
         for index, text in enumerate(texts):
             if encodings[index] is None:
+                assert isinstance(text, tuple)  # only a pair with a cut part is left out of the batch
                 encodings[index] = self._encode_cut_pair(text)
             elif isinstance(text, str) and cuts[index][0][1]:
                 encodings[index] = self._encode_cut(text, encodings[index])
