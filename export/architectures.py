@@ -451,13 +451,11 @@ class Architecture:
 
     model_type: str
     positions: str  # "absolute" | "relative bias" | "disentangled" | "rotary"
-    token_types: bool  # whether token_type_ids reach the model (else the graph input is unused)
     word_embeddings: str  # what embed.onnx looks up
     embeddings: str
     layers: str
     attention: tuple[str, ...]  # projections in one layer: query, key, value, output (or Wqkv, Wo)
     norms: tuple[str, ...]  # norms in one layer, in order
-    prefix_slots: str  # what a prefix slot's position is (module docstring: why)
     ort_fuses: bool  # onnxruntime 1.32's optimizer fuses attention in `plain`'s graph (tests check)
     embed: Callable
     layer: Callable
@@ -471,11 +469,10 @@ class Architecture:
 
 
 _BERT_LIKE = {
-    "positions": "absolute", "token_types": True, "word_embeddings": "embeddings.word_embeddings",
+    "positions": "absolute", "word_embeddings": "embeddings.word_embeddings",
     "embeddings": "embeddings", "layers": "encoder.layer",
     "attention": ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"),
-    "norms": ("attention.output.LayerNorm", "output.LayerNorm"), "prefix_slots": "no position (absolute)",
-    "ort_fuses": True,
+    "norms": ("attention.output.LayerNorm", "output.LayerNorm"), "ort_fuses": True,
     "embed": bert_embed, "layer": bert_layer, "key_value": bert_key_value, "plain": bert_plain,
     "check": bert_check,
 }  # fmt: skip
@@ -487,35 +484,34 @@ ARCHITECTURES: dict[str, Architecture] = {
     "camembert": Architecture("camembert", **{**_BERT_LIKE, "offset": roberta_offset}),
     "electra": Architecture("electra", **_BERT_LIKE, extras={"embeddings_project": "embeddings_project"}),
     "distilbert": Architecture(
-        "distilbert", positions="absolute", token_types=False, word_embeddings="embeddings.word_embeddings",
+        "distilbert", positions="absolute", word_embeddings="embeddings.word_embeddings",
         embeddings="embeddings", layers="transformer.layer",
         attention=("attention.q_lin", "attention.k_lin", "attention.v_lin", "attention.out_lin"),
-        norms=("sa_layer_norm", "output_layer_norm"), prefix_slots="no position (absolute)", ort_fuses=True,
+        norms=("sa_layer_norm", "output_layer_norm"), ort_fuses=True,
         embed=distilbert_embed, layer=distilbert_layer, key_value=distilbert_key_value, plain=distilbert_plain,
     ),
     "mpnet": Architecture(
-        "mpnet", positions="relative bias", token_types=False, word_embeddings="embeddings.word_embeddings",
+        "mpnet", positions="relative bias", word_embeddings="embeddings.word_embeddings",
         embeddings="embeddings", layers="encoder.layer",
         attention=("attention.attn.q", "attention.attn.k", "attention.attn.v", "attention.attn.o"),
-        norms=("attention.LayerNorm", "output.LayerNorm"), prefix_slots="no position: no bias", ort_fuses=False,
+        norms=("attention.LayerNorm", "output.LayerNorm"), ort_fuses=False,
         embed=mpnet_embed, layer=mpnet_layer, key_value=mpnet_key_value, plain=mpnet_plain, context=mpnet_context,
         offset=lambda config: 2,  # MPNetEmbeddings.padding_idx (1, whatever the config says) + 1
         extras={"relative_attention_bias": "encoder.relative_attention_bias"},
     ),
     "deberta-v2": Architecture(
-        "deberta-v2", positions="disentangled", token_types=True, word_embeddings="embeddings.word_embeddings",
+        "deberta-v2", positions="disentangled", word_embeddings="embeddings.word_embeddings",
         embeddings="embeddings", layers="encoder.layer",
         attention=("attention.self.query_proj", "attention.self.key_proj", "attention.self.value_proj",
                    "attention.output.dense"),
-        norms=("attention.output.LayerNorm", "output.LayerNorm"),
-        prefix_slots="no position: content-to-content only, scale 1/sqrt(3d)", ort_fuses=False,
+        norms=("attention.output.LayerNorm", "output.LayerNorm"), ort_fuses=False,
         embed=deberta_embed, layer=deberta_layer, key_value=deberta_key_value, context=deberta_context,
         check=deberta_check, extras={"rel_embeddings": "encoder.rel_embeddings", "rel_norm": "encoder.LayerNorm"},
     ),
     "modernbert": Architecture(
-        "modernbert", positions="rotary", token_types=False, word_embeddings="embeddings.tok_embeddings",
+        "modernbert", positions="rotary", word_embeddings="embeddings.tok_embeddings",
         embeddings="embeddings", layers="layers", attention=("attn.Wqkv", "attn.Wo"),
-        norms=("attn_norm", "mlp_norm"), prefix_slots="position 0 (keys used as given, unrotated)", ort_fuses=False,
+        norms=("attn_norm", "mlp_norm"), ort_fuses=False,
         embed=modernbert_embed, layer=modernbert_layer, key_value=modernbert_key_value,
         context=modernbert_context, finish=modernbert_finish, extras={"final_norm": "final_norm"},
     ),

@@ -364,7 +364,6 @@ class ExportReport:
     bundle: Path
     task: str
     parity_max_abs_diff: float
-    new_bundle: bool
 
 
 def backbone_info(backbone: Backbone) -> BackboneInfo:
@@ -556,7 +555,7 @@ def export_checkpoint(
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
-    return ExportReport(bundle_dir, name, diff, new_bundle=True)
+    return ExportReport(bundle_dir, name, diff)
 
 
 def _check_parity(
@@ -642,4 +641,4 @@ def _add_task(
     finally:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-    return ExportReport(bundle_dir, name, diff, new_bundle=False)
+    return ExportReport(bundle_dir, name, diff)

@@ -13,14 +13,9 @@ from transformers import BertConfig, BertModel  # noqa: E402
 from ipt_edge import BundleError  # noqa: E402
 from ipt_edge.classifier import Classifier  # noqa: E402
 from ipt_edge.manifest import file_record, read_manifest, write_manifest  # noqa: E402
+from ipt_edge_export.architectures import bert_prefix_layer  # noqa: E402
 from ipt_edge_export.checkpoint import model_from_checkpoint, read_checkpoint  # noqa: E402
-from ipt_edge_export.model import (  # noqa: E402
-    FrozenBackbone,
-    IPTConfig,
-    IPTModel,
-    prefix_attention_layer,
-    prefix_mask,
-)
+from ipt_edge_export.model import FrozenBackbone, IPTConfig, IPTModel, prefix_mask  # noqa: E402
 from ipt_edge_export.onnx_export import export_checkpoint  # noqa: E402
 
 from .tiny import KINDS, torch_logits  # noqa: E402
@@ -66,7 +61,7 @@ def test_one_prefix_layer_equals_attention_over_prefix_and_token_keys(bert):
     x = torch.randn(1, 4, bert.config.hidden_size, generator=g)
     pk, pv = torch.randn(1, heads, 2, size, generator=g), torch.randn(1, heads, 2, size, generator=g)
     with torch.no_grad():
-        actual = prefix_attention_layer(layer, x, torch.zeros(1, 1, 1, 6), torch.stack([pk, pv]))
+        actual = bert_prefix_layer(layer, x, torch.zeros(1, 1, 1, 6), torch.stack([pk, pv]))
         context = []
         for h in range(heads):
             cut = slice(h * size, (h + 1) * size)
