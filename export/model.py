@@ -57,12 +57,6 @@ def check_generator(generator: str) -> None:
 DEFAULT_LR = 5e-2
 
 
-def default_lr(generator: str) -> float:
-    """DEFAULT_LR, whatever the generator: kept only for export/train.py, which calls it; goes when
-    that reads DEFAULT_LR."""
-    return DEFAULT_LR
-
-
 @dataclass
 class IPTConfig:
     generator: str = "attn-prefix"  # the best measured (docs/accuracy.md); GENERATORS lists all

@@ -39,7 +39,7 @@ from ipt_edge_export.checkpoint import (
     save_checkpoint,
     text_budget,
 )
-from ipt_edge_export.model import IPTConfig, IPTModel, check_generator, default_lr, position_offset
+from ipt_edge_export.model import DEFAULT_LR, IPTConfig, IPTModel, check_generator, position_offset
 
 
 @dataclass
@@ -57,9 +57,10 @@ class TrainOptions:
     prompt_length: int = 16
     pooling: str = "mean"
     max_length: int = 128
-    epochs: float = 2.0
+    epochs: float | None = None  # passes over the rows; None: the step budget decides (training_steps)
+    steps: int | None = None  # optimizer steps, overriding epochs
     batch_size: int = 32
-    lr: float | None = None  # None: the family's default (model.default_lr)
+    lr: float | None = None  # None: model.DEFAULT_LR
     weight_decay: float = 0.01
     warmup: float = 0.06  # share of steps with a linear warm-up
     seed: int = 0
@@ -125,6 +126,48 @@ def read_examples(
             )
         labels.append(index[value])
     return Examples(texts, labels), raw_labels, counts
+
+
+DEFAULT_EPOCHS = 2.0
+MIN_STEPS = 300  # benchmarks/few_rows.py: what 16 to 64 rows per class need (docs/training.md)
+DEV_SHARE, DEV_MAX, DEV_MIN = 0.1, 1000, 50
+
+
+def training_steps(rows: int, options: TrainOptions) -> int:
+    """The step budget: --steps, else --epochs passes over the rows, else DEFAULT_EPOCHS passes
+    and at least MIN_STEPS steps. A budget in epochs alone starves small sets: 32 rows at batch 32
+    got 2 optimizer steps from 2 epochs, a coin flip."""
+    per_epoch = math.ceil(rows / options.batch_size)
+    if options.steps:
+        return options.steps
+    if options.epochs:
+        return max(1, round(options.epochs * per_epoch))
+    return max(round(DEFAULT_EPOCHS * per_epoch), MIN_STEPS)
+
+
+def carve_dev(train_set: Examples, seed: int) -> tuple[Examples, Examples | None]:
+    """(train, dev): a seeded split stratified by label, DEV_SHARE of the rows up to DEV_MAX; no
+    split (dev None) where dev would hold under DEV_MIN rows. Under 50 rows a dev accuracy moves
+    2 points a row, coarser than the steps it would choose between, and the rows it takes are
+    worth more in training (docs/training.md)."""
+    size = min(DEV_MAX, round(DEV_SHARE * len(train_set.texts)))
+    if size < DEV_MIN:
+        return train_set, None
+    by_label: dict[int, list[int]] = {}
+    for i, label in enumerate(train_set.labels):
+        by_label.setdefault(label, []).append(i)
+    rng, dev_rows = random.Random(seed), []
+    share = size / len(train_set.texts)
+    for rows in by_label.values():
+        rng.shuffle(rows)
+        dev_rows += rows[: round(share * len(rows))]
+    held = set(dev_rows)
+    keep = [i for i in range(len(train_set.texts)) if i not in held]
+
+    def subset(rows: list[int]) -> Examples:
+        return Examples([train_set.texts[i] for i in rows], [train_set.labels[i] for i in rows])
+
+    return subset(keep), subset(sorted(dev_rows))
 
 
 def batches(order: Sequence[int], size: int) -> list[list[int]]:
@@ -364,7 +407,7 @@ def fit(
     device = model_device(model)
     optimizer = torch.optim.AdamW(trainable, lr=options.lr, weight_decay=options.weight_decay)
     steps_per_epoch = math.ceil(len(train_set.texts) / options.batch_size)
-    total_steps = max(1, round(options.epochs * steps_per_epoch))
+    total_steps = training_steps(len(train_set.texts), options)
     warmup = max(1, round(options.warmup * total_steps))
 
     def lr_at(step: int) -> float:  # linear warm-up, then linear decay to zero
@@ -455,9 +498,17 @@ def train(options: TrainOptions, progress: Callable[[str], None] = print) -> dic
     torch.manual_seed(options.seed)
     check_generator(options.generator)  # before reading data and the backbone
     check_out_dir(options.out_dir, options.replace)  # before hours of training, not after
-    options = replace(options, lr=options.lr or default_lr(options.generator))
+    options = replace(options, lr=options.lr or DEFAULT_LR)
     device = resolve_device(options.device)
     train_set, dev_set, raw_labels, label_names = load_task_data(options, progress)
+    if dev_set is None:
+        train_set, dev_set = carve_dev(train_set, options.seed)
+        progress(
+            f"no --dev: {len(dev_set.texts):,} of the training rows (stratified, seed {options.seed}) are "
+            "held out to keep the best step"
+            if dev_set
+            else f"no --dev, and {len(train_set.texts):,} rows are too few to hold some out: the last step is kept"
+        )
     backbone = load_backbone(options.backbone)
     config = IPTConfig(
         generator=options.generator,

@@ -173,3 +173,30 @@ def test_label_counts_are_of_the_rows_trained_on(tmp_path):
     assert said == [
         f"labels found in 20 rows of {tmp_path / 't.tsv'} (column 'label'): 'a' x{counts[0]}, 'b' x{counts[1]}"
     ]
+
+
+def test_the_step_budget_gives_small_sets_enough_steps(tmp_path):
+    options = training.TrainOptions(tmp_path / "t.tsv", tmp_path / "out")  # batch 32
+    assert training.training_steps(32, options) == training.MIN_STEPS  # 2 epochs would be 2 steps
+    assert training.training_steps(40_000, options) == 2 * 1250  # large sets: 2 epochs, as before
+    assert training.training_steps(32, replace_options(options, epochs=2.0)) == 2  # asked for: as asked
+    assert training.training_steps(40_000, replace_options(options, epochs=2.0, steps=7)) == 7
+
+
+def replace_options(options, **changes):
+    from dataclasses import replace
+
+    return replace(options, **changes)
+
+
+def test_a_dev_split_is_stratified_seeded_and_only_where_it_can_choose():
+    rows = [(f"text {i}", 0 if i % 4 else 1) for i in range(1000)]  # 750 of label 0, 250 of label 1
+    examples = training.Examples([t for t, _ in rows], [label for _, label in rows])
+    train_set, dev_set = training.carve_dev(examples, seed=0)
+    assert len(dev_set.texts) == 100 and len(train_set.texts) == 900
+    assert dev_set.labels.count(1) == 25  # the labels' shares kept
+    assert not set(dev_set.texts) & set(train_set.texts)
+    assert training.carve_dev(examples, seed=0)[1].texts == dev_set.texts
+    assert training.carve_dev(examples, seed=1)[1].texts != dev_set.texts
+    few = training.Examples(examples.texts[:400], examples.labels[:400])  # a dev of 40 rows: too coarse
+    assert training.carve_dev(few, seed=0) == (few, None)

@@ -64,7 +64,14 @@ def train(
     max_length: Annotated[
         int, typer.Option(min=1, help="Token budget of the text; longer texts are cut.")
     ] = 128,
-    epochs: Annotated[float, typer.Option(help="Passes over the training rows (fractions allowed).")] = 2.0,
+    epochs: Annotated[
+        float | None,
+        typer.Option(
+            help="Passes over the training rows (fractions allowed). Default: 2, and at least 300 optimizer "
+            "steps, so that a small set trains long enough (--steps sets the steps outright)."
+        ),
+    ] = None,
+    steps: Annotated[int | None, typer.Option(min=1, help="Optimizer steps; overrides --epochs.")] = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
     lr: Annotated[
         float | None,
@@ -109,7 +116,7 @@ def train(
         train_file=train_file, out_dir=out, replace=replace, dev_file=dev, text_column=text_column,
         text_pair_column=text_pair_column, label_column=label_column, labels=labels,
         backbone=backbone, generator=generator, prompt_length=prompt_length, pooling=pooling,
-        max_length=max_length, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+        max_length=max_length, epochs=epochs, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
         max_train_rows=max_train_rows, eval_every=eval_every, threads=threads,
         init_generator=init_generator, prefix_from_layer=prefix_from_layer, device=device,
         precision=precision,
