@@ -166,3 +166,11 @@ def test_the_code_map_names_every_module():
         for module in sorted((ROOT / folder).glob("*.py")):
             if module.name != "__init__.py":
                 assert f"`{folder}/{module.name}`" in code_map or f"`{module.name}`" in code_map, module
+
+
+def test_training_tables_are_what_their_commands_print():
+    training = (ROOT / "docs" / "training.md").read_text(encoding="utf-8")
+    blocks = TABLE_BLOCK.findall(training)
+    assert blocks, "docs/training.md cites no table command"
+    for command, block in blocks:
+        assert block == run(command), f"docs/training.md's table differs from `{command}`"
