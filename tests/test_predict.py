@@ -14,14 +14,13 @@ import sys
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 from ipt_edge import Bundle, Classifier
 from ipt_edge.cli import app
 
-from .tiny import PAIR_BUNDLE, SENTIMENT_BUNDLE
+from .tiny import PAIR_BUNDLE, SENTIMENT_BUNDLE, cli_runner
 
-runner = CliRunner()
+runner = cli_runner()  # stderr apart from stdout at every click version
 CLI = [sys.executable, "-c", "from ipt_edge.cli import main; main()"]
 
 
@@ -105,7 +104,7 @@ def test_answers_stream_before_stdin_ends(bundle):
 def test_no_input_at_all_is_an_error(bundle):
     result = run("predict", "-b", bundle, stdin="")
     assert result.exit_code == 2
-    assert "no texts" in result.output
+    assert "no texts" in result.stderr
 
 
 # ---- --json: one shape ----------------------------------------------------------------------------
@@ -113,7 +112,7 @@ def test_no_input_at_all_is_an_error(bundle):
 
 def test_json_has_the_tasks_object_with_one_task_too(bundle):
     result = run("predict", "-b", bundle, "--json", "the film was good")
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 0, result.stderr
     label, row = answer(bundle, "sentiment", "the film was good")
     record = json.loads(result.stdout)
     assert list(record) == ["text", "tasks"] and list(record["tasks"]) == ["sentiment"]
@@ -137,7 +136,7 @@ def test_json_writes_null_for_a_probability_that_is_not_a_number(bundle, tmp_pat
     manifest["files"][relative] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     (copy / "manifest.json").write_text(json.dumps(manifest))
     result = run("predict", "-b", copy, "--json", "good")
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 0, result.stderr
 
     def refuse(name):
         raise AssertionError(f"{name} in the output")
@@ -148,7 +147,7 @@ def test_json_writes_null_for_a_probability_that_is_not_a_number(bundle, tmp_pat
 
 def test_json_shows_a_pair_as_text_and_text_pair(pair_bundle):
     result = run("predict", "-b", pair_bundle, "--json", "the film was good\tit is good")
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 0, result.stderr
     record = json.loads(result.stdout)
     assert record["text"] == "the film was good" and record["text_pair"] == "it is good"
     assert list(record["tasks"]) == ["entail"]
@@ -157,7 +156,7 @@ def test_json_shows_a_pair_as_text_and_text_pair(pair_bundle):
 def test_the_json_line_is_the_record_a_server_would_build(multi):
     """The dict comes from the runtime (Bundle.predict_tasks(...).record(i)), not the CLI's printing."""
     result = run("predict", "-b", multi, "--json", "--task", "rating3", "--task", "mlp4", "good", "bad")
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 0, result.stderr
     answers = Bundle.load(multi).predict_tasks(["good", "bad"], ["rating3", "mlp4"])
     expected = [json.dumps(answers.record(i), ensure_ascii=False) for i in range(2)]
     assert result.stdout.splitlines() == expected
@@ -171,7 +170,7 @@ def test_each_line_is_answered_by_the_tasks_that_fit_it(mixed, choose):
     result = run(
         "predict", "-b", mixed, "--json", *choose, "the film was good", "the film was good\tit is good"
     )
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 0, result.stderr
     single, pair = [json.loads(line) for line in result.stdout.splitlines()]
     assert single["text"] == "the film was good" and list(single["tasks"]) == ["sentiment"]
     assert (pair["text"], pair["text_pair"]) == ("the film was good", "it is good")
@@ -183,7 +182,7 @@ def test_each_line_is_answered_by_the_tasks_that_fit_it(mixed, choose):
 
 def test_plain_lines_name_the_task_that_answered_on_a_mixed_bundle(mixed):
     result = run("predict", "-b", mixed, "dull", "the film was good\tit is good")
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 0, result.stderr
     single, pair = result.stdout.splitlines()
     label, row = answer(mixed, "sentiment", "dull")
     assert single == f"sentiment:{label} {row.max():.4f}\tdull"
@@ -194,8 +193,8 @@ def test_plain_lines_name_the_task_that_answered_on_a_mixed_bundle(mixed):
 def test_asking_for_a_pair_task_and_a_single_text_task_says_what_to_pass(mixed):
     result = run("predict", "-b", mixed, "--task", "sentiment", "--task", "entail", "good")
     assert result.exit_code == 2
-    assert "'entail' takes text pairs and 'sentiment' single texts" in result.output
-    assert "leave out --task" in result.output
+    assert "'entail' takes text pairs and 'sentiment' single texts" in result.stderr
+    assert "leave out --task" in result.stderr
     assert result.stdout == ""
 
 

@@ -171,3 +171,15 @@ def torch_logits(checkpoint: Path, backbone: Path, texts: list):
         return model(
             *(torch.from_numpy(a) for a in (batch.input_ids, batch.attention_mask, batch.token_type_ids))
         ).numpy()
+
+
+def cli_runner():
+    """typer's CliRunner with stderr kept apart from stdout, at any click: click < 8.2 mixes the two
+    unless told not to, and 8.2 dropped the option (and always keeps them apart)."""
+    import inspect
+
+    from typer.testing import CliRunner
+
+    if "mix_stderr" in inspect.signature(CliRunner.__init__).parameters:
+        return CliRunner(mix_stderr=False)
+    return CliRunner()
