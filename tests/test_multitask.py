@@ -20,7 +20,7 @@ from ipt_edge.cli import app
 from ipt_edge.errors import BundleError
 from ipt_edge.manifest import read_manifest
 
-from .tiny import KINDS, MULTI_TASKS, rating_rows, sentiment_rows, write_tsv
+from .tiny import KINDS, MULTI_TASKS, rating_rows, record_predict_tasks, sentiment_rows, write_tsv
 
 # The committed bundle (`multi`, tests/bundles/multi) holds MULTI_TASKS: a task of every generator
 # family, prompt lengths 2 to 5, "late4" (a prefix from layer 1 on), all neg/pos, and "rating3"
@@ -248,14 +248,7 @@ def test_predict_tasks_refuses_an_unknown_task_naming_it(multi):
 
 
 def test_predict_and_score_run_every_task_on_every_row_through_predict_tasks(multi, tmp_path, monkeypatch):
-    calls = []
-    predict_tasks = Bundle.predict_tasks
-
-    def recording(self, texts, tasks, batch_size=32):
-        calls.append((len(texts), list(tasks)))
-        return predict_tasks(self, texts, tasks, batch_size)
-
-    monkeypatch.setattr(Bundle, "predict_tasks", recording)
+    calls = record_predict_tasks(monkeypatch)
     assert run("predict", "-b", multi, "--task", "mlp4", "--task", "attn4", "good", "bad").exit_code == 0
     source = write_tsv(tmp_path / "in.tsv", ["text", "label"], sentiment_rows(3, seed=5))
     result = run(

@@ -9,20 +9,15 @@ import pytest
 from ipt_edge import Bundle, Classifier
 from ipt_edge.task import Task
 
+from .tiny import record_predict_tasks
+
 pa = pytest.importorskip("pyarrow")
 
 
 def test_the_predictor_scores_through_its_bundle_and_task(bundle, monkeypatch):
     from ipt_edge.ray import IptPredictor
 
-    calls = []
-    predict_tasks = Bundle.predict_tasks
-
-    def recording(self, texts, tasks, batch_size=32):
-        calls.append((len(texts), list(tasks)))
-        return predict_tasks(self, texts, tasks, batch_size)
-
-    monkeypatch.setattr(Bundle, "predict_tasks", recording)
+    calls = record_predict_tasks(monkeypatch)
     predictor = IptPredictor(bundle)
     assert isinstance(predictor.bundle, Bundle) and isinstance(predictor.task, Task)
     texts = ["the film was good", "a dull movie"]

@@ -183,3 +183,18 @@ def cli_runner():
     if "mix_stderr" in inspect.signature(CliRunner.__init__).parameters:
         return CliRunner(mix_stderr=False)
     return CliRunner()
+
+
+def record_predict_tasks(monkeypatch) -> list:
+    """Spy on Bundle.predict_tasks: the calls' (number of texts, task names), in order."""
+    from ipt_edge import Bundle
+
+    calls: list = []
+    original = Bundle.predict_tasks
+
+    def recording(self, texts, tasks, batch_size=32):
+        calls.append((len(texts), list(tasks)))
+        return original(self, texts, tasks, batch_size)
+
+    monkeypatch.setattr(Bundle, "predict_tasks", recording)
+    return calls
