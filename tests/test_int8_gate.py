@@ -68,9 +68,11 @@ def labelled_by_fp32(checkpoints, tmp_path):
     )
 
 
-def scale_first_layer(monkeypatch, factor: float = 30.0) -> None:
+def scale_first_layer(monkeypatch, factor: float = -30.0) -> None:
     """Quantize as export does, then multiply the first layer's six weight scales by `factor`:
-    the int8 graph a quantizer bug (a wrong scale) would write."""
+    the int8 graph a quantizer bug (a wrong scale) would write. A sign-flipped one: scales only
+    30 times too large changed too few of these 64 answers to be significant for the tiny task
+    as the training loop of issue #28 trains it (bucketed batches, bf16 where the CPU has it)."""
     import onnx
     from onnx import numpy_helper
 
