@@ -224,12 +224,18 @@ def test_predict_tasks_answers_every_task_on_every_text_as_each_task_alone(multi
     assert answers.truncated.tolist() == [False] * len(TEXTS)
 
 
-def test_predict_tasks_marks_a_text_truncated_by_any_task(multi, tmp_path):
+def with_max_length(multi, tmp_path, task: str, max_length: int):
+    """A copy of the multi-task bundle in which `task` keeps `max_length` tokens."""
     copy = tmp_path / "bundle"
     shutil.copytree(multi, copy)
     manifest = json.loads((copy / "manifest.json").read_text())
-    manifest["tasks"]["mlp4"]["max_length"] = 8  # attn4 keeps 64
+    manifest["tasks"][task]["max_length"] = max_length
     (copy / "manifest.json").write_text(json.dumps(manifest))
+    return copy
+
+
+def test_predict_tasks_marks_a_text_truncated_by_any_task(multi, tmp_path):
+    copy = with_max_length(multi, tmp_path, "mlp4", 8)  # attn4 keeps 64
     with pytest.warns(UserWarning):
         answers = Bundle.load(copy).predict_tasks(
             ["good", "the film was good and the cast superb"], ["attn4", "mlp4"]
@@ -449,10 +455,6 @@ def test_score_task_column_with_an_unknown_task_names_the_line(multi, tmp_path):
 
 def test_an_empty_text_is_named_by_its_row_whatever_its_tasks_budget(multi, tmp_path):
     # Rows are tokenized grouped by their task's token budget; the message still names the row.
-    copy = tmp_path / "bundle"
-    shutil.copytree(multi, copy)
-    manifest = json.loads((copy / "manifest.json").read_text())
-    manifest["tasks"]["cnn5"]["max_length"] = 32  # attn4 keeps 64
-    (copy / "manifest.json").write_text(json.dumps(manifest))
+    copy = with_max_length(multi, tmp_path, "cnn5", 32)  # attn4 keeps 64
     with pytest.raises(ValueError, match=r"^text 3 is empty$"):
         Bundle.load(copy).run(["good", "fine", "ok", "  "], ["attn4", "cnn5", "attn4", "cnn5"])
