@@ -88,7 +88,7 @@ def default_lr(method: str) -> float:
 
 
 def run_one(task: str, method: str, seed: int, args: argparse.Namespace) -> dict:
-    from ipt_edge.tokenization import TextEncoder
+    from ipt_edge.tokenizer import BundleTokenizer
     from ipt_edge_export.baselines import run as run_baseline
     from ipt_edge_export.checkpoint import model_from_checkpoint, read_checkpoint
     from ipt_edge_export.train import TrainOptions, accuracies, train
@@ -127,7 +127,7 @@ def run_one(task: str, method: str, seed: int, args: argparse.Namespace) -> dict
         record = train(options, progress=lambda message: None)
         model, backbone = model_from_checkpoint(read_checkpoint(options.out_dir))
         model.to(options.device)
-        encoder = TextEncoder(backbone.tokenizer_path, model.config.max_length)
+        encoder = BundleTokenizer(backbone.tokenizer_path, model.config.max_length)
         report = {
             "tuned_parameters": model.tuned_parameter_count(),
             "tuned_share": record["tuned_share"],

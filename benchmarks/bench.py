@@ -356,14 +356,14 @@ def load_runner(kind: str, args: argparse.Namespace, people: list[Contestant], p
     if kind.startswith("torch"):
         import torch
 
-        from ipt_edge.tokenization import TextEncoder
+        from ipt_edge.tokenizer import BundleTokenizer
         from ipt_edge_export.checkpoint import model_from_checkpoint, read_checkpoint
 
         torch.set_num_threads(threads)
         torch.set_num_interop_threads(1)
         checkpoint = next(p.checkpoint for p in people if p.checkpoint is not None)
         model, backbone = model_from_checkpoint(read_checkpoint(checkpoint))
-        encoder = TextEncoder(backbone.tokenizer_path, model.config.max_length)
+        encoder = BundleTokenizer(backbone.tokenizer_path, model.config.max_length)
 
         def run(rows: list[str]) -> np.ndarray:
             batch = encoder.encode(rows)
@@ -378,12 +378,12 @@ def load_runner(kind: str, args: argparse.Namespace, people: list[Contestant], p
         import onnxruntime as ort
 
         from ipt_edge.manifest import read_manifest
-        from ipt_edge.tokenization import TextEncoder
+        from ipt_edge.tokenizer import BundleTokenizer
 
         # The same tokenizer and text budget as the first contestant, so every config sees the same tokens.
         manifest = read_manifest(person.bundle)
         task = manifest.task(person.task)[1]
-        encoder = TextEncoder(person.bundle / manifest.tokenizer_file, task.max_length)
+        encoder = BundleTokenizer(person.bundle / manifest.tokenizer_file, task.max_length)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         graphs = graphs_dir(args, person)

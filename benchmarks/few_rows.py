@@ -51,7 +51,7 @@ def probe(task: str, train_file: Path, labels: str | None) -> float:
     """Test accuracy of logistic regression (C = 1) on normalised mean-pooled frozen embeddings."""
     import torch
 
-    from ipt_edge.tokenization import TextEncoder
+    from ipt_edge.tokenizer import BundleTokenizer
     from ipt_edge_export.checkpoint import load_backbone
     from ipt_edge_export.model import masked_mean
     from ipt_edge_export.train import TrainOptions, load_task_data, read_examples
@@ -61,7 +61,7 @@ def probe(task: str, train_file: Path, labels: str | None) -> float:
     train_set, _, raw_labels, _ = load_task_data(options, lambda message: None)
     test_set = read_examples(Path(spec["folder"]) / "test.tsv", options, raw_labels)[0]
     backbone = load_backbone(options.backbone)
-    encoder = TextEncoder(backbone.tokenizer_path, 128)
+    encoder = BundleTokenizer(backbone.tokenizer_path, 128)
 
     @torch.no_grad()  # not inference_mode: L-BFGS's autograd reads these
     def embed(texts):
@@ -92,7 +92,7 @@ def probe(task: str, train_file: Path, labels: str | None) -> float:
 
 
 def train_ipt(task: str, train_file: Path, method: str, seed: int) -> dict:
-    from ipt_edge.tokenization import TextEncoder
+    from ipt_edge.tokenizer import BundleTokenizer
     from ipt_edge_export.checkpoint import model_from_checkpoint, read_checkpoint
     from ipt_edge_export.train import TrainOptions, accuracies, train
 
@@ -105,7 +105,7 @@ def train_ipt(task: str, train_file: Path, method: str, seed: int) -> dict:
         )  # fmt: skip
         record = train(options, progress=lambda message: None)
         model, backbone = model_from_checkpoint(read_checkpoint(options.out_dir))
-        encoder = TextEncoder(backbone.tokenizer_path, model.config.max_length)
+        encoder = BundleTokenizer(backbone.tokenizer_path, model.config.max_length)
         tests = {"test": Path(spec["folder"]) / "test.tsv"}
         tested = accuracies(model, encoder, tests, options, model.config.label_values)
     return {"steps": record["steps"], "train_seconds": record["train_seconds"], **tested}

@@ -43,7 +43,7 @@ def worker(args: argparse.Namespace) -> dict:
     """One training run in this process; returns its record."""
     import torch
 
-    from ipt_edge.tokenization import TextEncoder
+    from ipt_edge.tokenizer import BundleTokenizer
     from ipt_edge_export.checkpoint import model_from_checkpoint, read_checkpoint
     from ipt_edge_export.train import TrainOptions, accuracies, train
 
@@ -60,7 +60,7 @@ def worker(args: argparse.Namespace) -> dict:
         record = train(options, progress=lambda message: None)
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
         model, backbone = model_from_checkpoint(read_checkpoint(options.out_dir))
-        encoder = TextEncoder(backbone.tokenizer_path, model.config.max_length)
+        encoder = BundleTokenizer(backbone.tokenizer_path, model.config.max_length)
         tested = accuracies(model, encoder, {"test": folder / "test.tsv"}, options, model.config.label_values)
     rows = record["train_rows"] * args.epochs
     return {

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ipt_edge.tokenization import TextEncoder
+from ipt_edge.tokenizer import BundleTokenizer
 from ipt_edge_export.checkpoint import load_backbone
 from ipt_edge_export.model import pool
 from ipt_edge_export.train import TrainOptions, accuracies, fit, load_task_data, resolve_device
@@ -59,7 +59,7 @@ def run(method: str, options: TrainOptions, tests: dict[str, Path]) -> dict:
         backbone.model, len(raw_labels), options.pooling, train_backbone=method == "finetune"
     )
     model.to(resolve_device(options.device))  # fit and evaluate run where the model is
-    encoder = TextEncoder(backbone.tokenizer_path, options.max_length)
+    encoder = BundleTokenizer(backbone.tokenizer_path, options.max_length)
     tuned = sum(p.numel() for p in model.parameters() if p.requires_grad)
     result = fit(model, encoder, train_set, dev_set, options, snapshot=model.state_dict)
     if result.best_state is not None:

@@ -1,6 +1,6 @@
 """The IPT model in PyTorch: a frozen Hugging Face encoder, a prefix generator, a linear head.
 
-One batch flows like the runtime's (see ipt_edge/pipeline.py), so every piece here is also an
+One batch flows like the runtime's (see ipt_edge/bundle.py), so every piece here is also an
 ONNX graph in the bundle:
 
     input_ids ─▶ word embeddings (frozen)                        ─▶ token_embeds [B, T, H]   embed.onnx

@@ -25,6 +25,7 @@ from torch import nn
 
 from ipt_edge import graphs
 from ipt_edge.atomic import commit, share_files, temp_dir_beside
+from ipt_edge.bundle import Bundle
 from ipt_edge.classifier import Classifier
 from ipt_edge.manifest import (
     MANIFEST,
@@ -38,9 +39,8 @@ from ipt_edge.manifest import (
     verified_path,
     write_manifest,
 )
-from ipt_edge.pipeline import Bundle
 from ipt_edge.tables import TableError, read_labelled
-from ipt_edge.tokenization import TextEncoder
+from ipt_edge.tokenizer import BundleTokenizer
 from ipt_edge_export.architectures import ArchitectureBackbone, architecture, word_embeddings
 from ipt_edge_export.checkpoint import Backbone, model_from_checkpoint, read_checkpoint
 from ipt_edge_export.model import FrozenBackbone, IPTConfig, IPTModel, position_offset
@@ -163,7 +163,7 @@ def _export(
 
 def example_batch(model: IPTModel, tokenizer_path: Path, samples: list) -> tuple[torch.Tensor, ...]:
     texts = [tuple(s) if isinstance(s, list) else s for s in samples]
-    batch = TextEncoder(tokenizer_path, model.config.max_length).encode(texts)
+    batch = BundleTokenizer(tokenizer_path, model.config.max_length).encode(texts)
     return tuple(torch.from_numpy(a) for a in (batch.input_ids, batch.attention_mask, batch.token_type_ids))
 
 

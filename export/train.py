@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from ipt_edge.progress import Progress
 from ipt_edge.tables import TableError, read_labelled
-from ipt_edge.tokenization import Text, TextEncoder
+from ipt_edge.tokenizer import BundleTokenizer, Text
 from ipt_edge_export.checkpoint import (
     DEFAULT_BACKBONE,
     CheckpointError,
@@ -197,7 +197,7 @@ class TokenizedRows:
     pad_id: int
 
     @classmethod
-    def of(cls, encoder: TextEncoder, texts: Sequence[Text], chunk: int = 1024) -> TokenizedRows:
+    def of(cls, encoder: BundleTokenizer, texts: Sequence[Text], chunk: int = 1024) -> TokenizedRows:
         ids, type_ids = [], []
         for start in range(0, len(texts), chunk):  # a chunk's Encodings at a time, kept as arrays
             for encoding in encoder.tokenize(texts[start : start + chunk]):
@@ -298,14 +298,14 @@ def model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def to_tensors(encoder: TextEncoder, texts: Sequence[Text], device=None) -> tuple[torch.Tensor, ...]:
+def to_tensors(encoder: BundleTokenizer, texts: Sequence[Text], device=None) -> tuple[torch.Tensor, ...]:
     batch = encoder.encode(texts)
     arrays = (batch.input_ids, batch.attention_mask, batch.token_type_ids)
     return tuple(torch.from_numpy(a).to(device) for a in arrays)
 
 
 @torch.inference_mode()
-def evaluate(model: IPTModel, encoder: TextEncoder, examples: Examples, batch_size: int = 64) -> float:
+def evaluate(model: IPTModel, encoder: BundleTokenizer, examples: Examples, batch_size: int = 64) -> float:
     """Accuracy; rows are sorted by length so padding stays small."""
     was_training = model.training
     model.eval()
@@ -322,7 +322,7 @@ def evaluate(model: IPTModel, encoder: TextEncoder, examples: Examples, batch_si
 
 def accuracies(
     model: torch.nn.Module,
-    encoder: TextEncoder,
+    encoder: BundleTokenizer,
     tests: dict[str, Path],
     options: TrainOptions,
     raw_labels: list[str],
@@ -373,7 +373,7 @@ def parts(rows: int, length: int, max_tokens: int) -> list[slice]:
 
 
 def epoch_batches(
-    train_set: Examples, rows: TokenizedRows | None, encoder: TextEncoder, size: int, rng: random.Random,
+    train_set: Examples, rows: TokenizedRows | None, encoder: BundleTokenizer, size: int, rng: random.Random,
     device: torch.device,
 ) -> Iterator[tuple[list[int], tuple[torch.Tensor, ...]]]:  # fmt: skip
     """One epoch: (row indices, their input tensors) per batch. Length-bucketed batches of the
@@ -390,7 +390,7 @@ def epoch_batches(
 
 def fit(
     model: torch.nn.Module,
-    encoder: TextEncoder,
+    encoder: BundleTokenizer,
     train_set: Examples,
     dev_set: Examples | None,
     options: TrainOptions,
@@ -526,7 +526,7 @@ def train(options: TrainOptions, progress: Callable[[str], None] = print) -> dic
         start_from_pretrained_generator(model, options.init_generator, backbone.identity["sha256"])
         progress(f"generator initialised from {options.init_generator}")
     model.to(device)
-    encoder = TextEncoder(backbone.tokenizer_path, config.max_length)
+    encoder = BundleTokenizer(backbone.tokenizer_path, config.max_length)
     tuned = model.tuned_parameter_count()
     share = tuned / backbone.identity["parameters"]
     progress(

@@ -6,7 +6,7 @@ clf.predict_proba([("premise", "hypothesis")])  # pair tasks take (text, text_pa
 result = clf.classify(texts)                 # labels, probabilities and which texts were truncated
 
 Several tasks of one bundle share its sessions: `Classifier(bundle, name)` for each, on one
-`Bundle.load(path)` (ipt_edge/pipeline.py); `Classifier.load` builds the Bundle for one task.
+`Bundle.load(path)` (ipt_edge/bundle.py); `Classifier.load` builds the Bundle for one task.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ipt_edge.pipeline import Bundle, softmax
-from ipt_edge.tokenization import Text
+from ipt_edge.bundle import Bundle, softmax
+from ipt_edge.tokenizer import Text
 
 __all__ = ["Classification", "Classifier", "softmax"]
 

@@ -34,7 +34,7 @@ import numpy as np
 
 from ipt_edge.scoring import Outputs, Scorer, chunk_texts, probabilities, scored_table
 from ipt_edge.tables import Chunk, TableError
-from ipt_edge.tokenization import Text
+from ipt_edge.tokenizer import Text
 
 ROW_ID = "__ipt_row"
 TRUNCATED = "__ipt_truncated"
@@ -96,7 +96,7 @@ class IptPredictor:
         provider: str = "cpu",
         count_truncated: bool = False,
     ):
-        from ipt_edge.pipeline import Bundle
+        from ipt_edge.bundle import Bundle
 
         self.bundle = Bundle.load(bundle, providers=provider, threads=threads, precision=precision)
         self.task = self.bundle.task(task)  # None: the bundle's only task

@@ -52,7 +52,7 @@ from ipt_edge.tables import (
     row_text,
     rows_to_arrow,
 )
-from ipt_edge.tokenization import Text
+from ipt_edge.tokenizer import Text
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, cast
 
 from ipt_edge.atomic import commit, umask
-from ipt_edge.tokenization import Text
+from ipt_edge.tokenizer import Text
 
 if TYPE_CHECKING:
     import pyarrow as pa

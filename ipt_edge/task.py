@@ -4,7 +4,7 @@ pooling and its head. The backbone graph it runs through is the bundle's, shared
     prefix(input_ids, token_embeds, attention_mask)  ->  prefix_kv: L arrays [2, N, heads, P, head_dim]
     logits(hidden, attention_mask)                   ->  [N, C]   (pool over the real tokens, then the head)
 
-A `Task` holds no per-call state: the pipeline (ipt_edge/pipeline.py) calls it on the rows of a
+A `Task` holds no per-call state: the bundle (ipt_edge/bundle.py) calls it on the rows of a
 batch that belong to it.
 """
 

@@ -19,7 +19,7 @@ pytestmark = [
 ]
 torch = pytest.importorskip("torch")
 
-from ipt_edge.tokenization import TextEncoder  # noqa: E402
+from ipt_edge.tokenizer import BundleTokenizer  # noqa: E402
 from ipt_edge_export.architectures import (  # noqa: E402
     ARCHITECTURES,
     ArchitectureBackbone,
@@ -56,7 +56,7 @@ def hf_model(folders, kind):
 
 
 def batch(folder, texts=TEXTS):
-    encoded = TextEncoder(folder / "tokenizer.json", 32).encode(texts)
+    encoded = BundleTokenizer(folder / "tokenizer.json", 32).encode(texts)
     return tuple(
         torch.from_numpy(a) for a in (encoded.input_ids, encoded.attention_mask, encoded.token_type_ids)
     )
@@ -316,8 +316,8 @@ def sentiment(tmp_path_factory):
 def test_trained_tasks_run_in_the_runtime_as_in_pytorch(kind, sentiment, tmp_path):
     import numpy as np
 
+    from ipt_edge.bundle import Bundle
     from ipt_edge.manifest import read_manifest
-    from ipt_edge.pipeline import Bundle
     from ipt_edge_export.onnx_export import Calibration, export_checkpoint
 
     from .tiny import torch_logits, train_checkpoint

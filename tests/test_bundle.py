@@ -6,10 +6,10 @@ import shutil
 
 import pytest
 
+from ipt_edge.bundle import Bundle
 from ipt_edge.classifier import Classifier
 from ipt_edge.errors import BundleError
 from ipt_edge.manifest import file_record, read_manifest
-from ipt_edge.pipeline import Bundle
 
 
 @pytest.fixture

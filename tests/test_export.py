@@ -10,9 +10,9 @@ import pytest
 pytestmark = pytest.mark.export
 pytest.importorskip("torch")
 
+from ipt_edge.bundle import Bundle  # noqa: E402
 from ipt_edge.classifier import Classifier  # noqa: E402
 from ipt_edge.manifest import read_manifest  # noqa: E402
-from ipt_edge.pipeline import Bundle  # noqa: E402
 from ipt_edge_export.checkpoint import read_checkpoint  # noqa: E402
 from ipt_edge_export.onnx_export import ExportError, export_checkpoint  # noqa: E402
 

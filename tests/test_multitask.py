@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import ipt_edge.pipeline
+import ipt_edge.bundle
 from ipt_edge import Bundle, Classifier
 from ipt_edge.cli import app
 from ipt_edge.errors import BundleError
@@ -125,8 +125,8 @@ def test_a_bundle_opens_one_backbone_session_whatever_tasks_it_runs(multi, monke
         opened.append((name, small))
         return create_session(model, name, providers, threads, small)
 
-    create_session = ipt_edge.pipeline.create_session
-    monkeypatch.setattr(ipt_edge.pipeline, "create_session", recording)
+    create_session = ipt_edge.bundle.create_session
+    monkeypatch.setattr(ipt_edge.bundle, "create_session", recording)
     bundle = Bundle.load(multi)
     encoder = bundle.encoder
     classifiers = [Classifier(bundle, name) for name in TASKS]

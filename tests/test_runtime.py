@@ -6,9 +6,9 @@ import sys
 import numpy as np
 import pytest
 
+from ipt_edge.bundle import Bundle
 from ipt_edge.classifier import Classifier
 from ipt_edge.errors import BundleError
-from ipt_edge.pipeline import Bundle
 from ipt_edge.sessions import ProviderError
 
 TEXTS = ["the film was good", "dull", "a very lovely story and a great cast", "poor plot", "superb"]

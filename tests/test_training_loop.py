@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 from transformers import BertModel  # noqa: E402
 
-from ipt_edge.tokenization import TextEncoder  # noqa: E402
+from ipt_edge.tokenizer import BundleTokenizer  # noqa: E402
 from ipt_edge_export import train as training  # noqa: E402
 from ipt_edge_export.model import IPTConfig, IPTModel  # noqa: E402
 
@@ -27,7 +27,7 @@ def bert(tiny_backbone):
 
 @pytest.fixture(scope="module")
 def encoder(tiny_backbone):
-    return TextEncoder(tiny_backbone / "tokenizer.json", 32)
+    return BundleTokenizer(tiny_backbone / "tokenizer.json", 32)
 
 
 def test_bucketed_batches_hold_every_row_once_in_an_order_the_seed_changes():

@@ -162,11 +162,11 @@ def torch_logits(checkpoint: Path, backbone: Path, texts: list):
     """The PyTorch model's logits for `texts`: what an exported task must reproduce."""
     import torch
 
-    from ipt_edge.tokenization import TextEncoder
+    from ipt_edge.tokenizer import BundleTokenizer
     from ipt_edge_export.checkpoint import model_from_checkpoint, read_checkpoint
 
     model, source = model_from_checkpoint(read_checkpoint(checkpoint), str(backbone))
-    batch = TextEncoder(source.tokenizer_path, model.config.max_length).encode(texts)
+    batch = BundleTokenizer(source.tokenizer_path, model.config.max_length).encode(texts)
     with torch.no_grad():
         return model(
             *(torch.from_numpy(a) for a in (batch.input_ids, batch.attention_mask, batch.token_type_ids))

@@ -101,7 +101,7 @@ def _unigram(specials: list[str], unk: str):
 
 def tokenizer_for(model_type: str):
     """The tiny tokenizer of `model_type`, with its special tokens added by its post-processor and
-    a padding token TextEncoder finds ([PAD] or <pad>)."""
+    a padding token BundleTokenizer finds ([PAD] or <pad>)."""
     from tokenizers import processors
 
     if model_type in ("bert", "distilbert", "electra"):
@@ -278,7 +278,7 @@ def _tax(kind: str, work: Path, size: Size, texts: list[str], train: Path, batch
 
     from ipt_edge.classifier import Classifier
     from ipt_edge.manifest import read_manifest
-    from ipt_edge.tokenization import TextEncoder
+    from ipt_edge.tokenizer import BundleTokenizer
     from ipt_edge_export.onnx_export import export_checkpoint
 
     from .tiny import train_checkpoint
@@ -295,7 +295,7 @@ def _tax(kind: str, work: Path, size: Size, texts: list[str], train: Path, batch
         str(work / f"plain-{kind}.onnx"), options, providers=["CPUExecutionProvider"]
     )
     wanted = {i.name for i in session.get_inputs()}
-    encoder = TextEncoder(folder / "tokenizer.json", 128)
+    encoder = BundleTokenizer(folder / "tokenizer.json", 128)
     lengths = [len(e.ids) for e in encoder.tokenize(texts)]
     order = sorted(range(len(texts)), key=lambda i: lengths[i])
     classifier = Classifier.load(bundle, threads=threads)

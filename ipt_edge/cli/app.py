@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
-from ipt_edge import atomic
-from ipt_edge.atomic import Stopped, request_stop
+from ipt_edge import stopping
+from ipt_edge.stopping import Stopped, request_stop
 
 if TYPE_CHECKING:
-    from ipt_edge.pipeline import Bundle
+    from ipt_edge.bundle import Bundle
     from ipt_edge.task import Task
 
 app = typer.Typer(
@@ -136,8 +136,8 @@ def main() -> None:
     except Stopped as stopped:
         _exit_stopped(stopped.signum)
     except SystemExit:  # how the app always ends; a stop whose Stopped was lost still counts
-        if atomic.stop_signal is not None:
-            _exit_stopped(atomic.stop_signal)
+        if stopping.stop_signal is not None:
+            _exit_stopped(stopping.stop_signal)
         raise
 
 
@@ -158,8 +158,8 @@ def open_bundle(
 ) -> tuple[Bundle, list[Task]]:
     """Bundle.load and the tasks asked for (--task ..., --all-tasks; neither: every task), each
     opened and checked now; every bundle or provider problem is a clear exit 2."""
+    from ipt_edge.bundle import Bundle
     from ipt_edge.errors import BundleError
-    from ipt_edge.pipeline import Bundle
     from ipt_edge.sessions import ProviderError
 
     if tasks and all_tasks:

@@ -81,7 +81,7 @@ def info(
 def _open_everything(bundle: Path, manifest: Manifest) -> list[str]:
     """Open the bundle with the code predict runs, in each precision it has, and every task: info
     then passes exactly the bundles that load, with no checker of its own. Returns the precisions."""
-    from ipt_edge.pipeline import Bundle
+    from ipt_edge.bundle import Bundle
 
     precisions = ["fp32", "int8"] if manifest.encoder.int8_file else ["fp32"]
     for precision in precisions:

@@ -33,10 +33,10 @@ from ipt_edge.cli.app import (
     say,
 )
 from ipt_edge.tables import is_utf8
-from ipt_edge.tokenization import Text
+from ipt_edge.tokenizer import Text
 
 if TYPE_CHECKING:
-    from ipt_edge.pipeline import Bundle
+    from ipt_edge.bundle import Bundle
     from ipt_edge.task import Task
 
 # Inputs read, answered and printed at a time: enough rows to sort into well-filled batches, few

@@ -218,7 +218,7 @@ def _text(parts: tuple[str, ...]) -> Text:
     return parts[0] if len(parts) == 1 else (parts[0], parts[1])
 
 
-class TextEncoder:
+class BundleTokenizer:
     """Tokenize texts or text pairs; truncate to `max_length`, pad each batch to its longest row.
 
     Memory follows the token budget, not the input: a text longer than `char_limit` characters

@@ -36,7 +36,7 @@ from ipt_edge.manifest import Manifest, read_manifest, verified_bytes
 from ipt_edge.sessions import create_session, resolve_providers
 from ipt_edge.tables import finite_or_none
 from ipt_edge.task import Task
-from ipt_edge.tokenization import Text, TextEncoder, TokenBatch
+from ipt_edge.tokenizer import BundleTokenizer, Text, TokenBatch
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -120,7 +120,7 @@ class Bundle:
         self.precision = precision
         self.threads = threads  # every session's: the small ones' pools do not spin (sessions.py)
         # Pads every batch (any task's token budget: padding needs only the pad token), and is the
-        # tokenizer each budget's TextEncoder copies.
+        # tokenizer each budget's BundleTokenizer copies.
         self._padder = _padder(self._read(manifest.tokenizer_file), manifest.tokenizer_file)
         backbone = manifest.backbone
         self.embed = self._session(manifest.embed_file, small=True)  # [B, T] ids -> [B, T, H]
@@ -137,7 +137,7 @@ class Bundle:
         self.encoder_spec = graphs.encoder(backbone.num_layers)
         graphs.check_session(self.encoder, self.encoder_spec, file, dims=dims)
         self._tasks: dict[str, Task] = {}
-        self._text_encoders: dict[int, TextEncoder] = {}
+        self._text_encoders: dict[int, BundleTokenizer] = {}
         self._lock = threading.Lock()  # guards the lazily opened tasks and text encoders, nothing else
 
     @classmethod
@@ -184,7 +184,7 @@ class Bundle:
                 )
             return self._tasks[name]
 
-    def text_encoder(self, max_length: int) -> TextEncoder:
+    def text_encoder(self, max_length: int) -> BundleTokenizer:
         """Tokenization with a task's token budget (tasks may differ; each budget gets its own)."""
         encoder = self._text_encoders.get(max_length)  # made already: no lock needed to read it
         if encoder is not None:
@@ -192,7 +192,7 @@ class Bundle:
         with self._lock:
             if max_length not in self._text_encoders:
                 tokenizer = Tokenizer.from_str(self._padder.tokenizer.to_str())
-                self._text_encoders[max_length] = TextEncoder(None, max_length, tokenizer=tokenizer)
+                self._text_encoders[max_length] = BundleTokenizer(None, max_length, tokenizer=tokenizer)
             return self._text_encoders[max_length]
 
     # ---- running ------------------------------------------------------------------------------
@@ -335,9 +335,9 @@ class Bundle:
         return self.run(texts, tasks, batch_size).labels
 
 
-def _padder(data: bytes, name: str) -> TextEncoder:
-    try:  # a TextEncoder needs the tokenizer to load and to have a padding token
-        return TextEncoder(None, 1, tokenizer=Tokenizer.from_str(data.decode("utf-8")))
+def _padder(data: bytes, name: str) -> BundleTokenizer:
+    try:  # a BundleTokenizer needs the tokenizer to load and to have a padding token
+        return BundleTokenizer(None, 1, tokenizer=Tokenizer.from_str(data.decode("utf-8")))
     except Exception as error:  # tokenizers raises a bare Exception on a malformed file
         raise BundleError(
             f"{name}: not a tokenizer the tokenizers library can load ({str(error)[:200]})"
@@ -346,7 +346,7 @@ def _padder(data: bytes, name: str) -> TextEncoder:
 
 def _check_shape(text: Text, index: int, task: Task) -> Text:
     """A pair task takes (text, text_pair), the others a string; what the strings hold (empty,
-    lone surrogates) is checked once, when they are tokenized (tokenization.py)."""
+    lone surrogates) is checked once, when they are tokenized (tokenizer.py)."""
     if task.text_pair:
         if not (isinstance(text, (tuple, list)) and len(text) == 2):
             raise ValueError(f"text {index}: task {task.name!r} takes (text, text_pair) pairs")

@@ -1,10 +1,10 @@
-"""TextEncoder shortens long texts before tokenizing them; these tests hold it to giving exactly
+"""BundleTokenizer shortens long texts before tokenizing them; these tests hold it to giving exactly
 the tokens that plain `tokenizers` gives the whole text, truncated to the budget.
 
 The tokenizer is built here (BERT's normalizer and pre-tokenizer, WordPiece, BERT's added tokens):
 no torch, no network. CI runs a bounded number of fuzz examples; the long profile runs by hand:
 
-    HYPOTHESIS_PROFILE=long python -m pytest tests/test_tokenization.py -q
+    HYPOTHESIS_PROFILE=long python -m pytest tests/test_tokenizer.py -q
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from tokenizers import AddedToken, Encoding, Tokenizer, normalizers, pre_tokenizers
 
-from ipt_edge.tokenization import TextEncoder, _Reducer
+from ipt_edge.tokenizer import BundleTokenizer, _Reducer
 
 from .tiny import wordpiece_tokenizer
 
@@ -47,7 +47,7 @@ def bert_tokenizer(max_word: int = 100, madeup: bool = False) -> Tokenizer:
 
 
 def plain_encoding(tokenizer: Tokenizer, text, max_length: int) -> Encoding:
-    """What `tokenizers` alone gives the whole text, truncated as TextEncoder truncates."""
+    """What `tokenizers` alone gives the whole text, truncated as BundleTokenizer truncates."""
     plain = Tokenizer.from_str(tokenizer.to_str())
     plain.no_padding()
     plain.enable_truncation(max_length, strategy="longest_first")
@@ -61,7 +61,7 @@ def plain_ids(tokenizer: Tokenizer, text, max_length: int) -> tuple[list[int], l
 
 
 def encoder_ids(tokenizer: Tokenizer, text, max_length: int, char_limit: int | None = None):
-    encoder = TextEncoder(None, max_length, tokenizer=Tokenizer.from_str(tokenizer.to_str()))
+    encoder = BundleTokenizer(None, max_length, tokenizer=Tokenizer.from_str(tokenizer.to_str()))
     if char_limit is not None:
         encoder.char_limit = char_limit  # small, so that short texts take the long-text path
     encoding = encoder.tokenize([text])[0]
@@ -99,7 +99,7 @@ LINES = {
 @pytest.mark.parametrize("kind", LINES)
 def test_a_long_line_without_whitespace_is_short_to_tokenize_and_exact(kind):
     tokenizer = bert_tokenizer()
-    encoder = TextEncoder(None, 128, tokenizer=Tokenizer.from_str(tokenizer.to_str()))
+    encoder = BundleTokenizer(None, 128, tokenizer=Tokenizer.from_str(tokenizer.to_str()))
     short, _ = encoder._cut(LINES[kind](20_000_000), encoder.char_limit)
     assert len(short) < 3 * encoder.char_limit  # 20 MB in, kilobytes tokenized
     # Exact: checked on 200,000 characters, which plain tokenizers still tokenizes quickly.
@@ -129,9 +129,9 @@ class Recording:
         return self.tokenizer.encode_batch(texts, **options)
 
 
-def recorded_encoder(tokenizer: Tokenizer, max_length: int, char_limit: int) -> TextEncoder:
-    """A TextEncoder whose tokenizers (the truncating one and its untruncated twin) are Recordings."""
-    encoder = TextEncoder(None, max_length, tokenizer=Tokenizer.from_str(tokenizer.to_str()))
+def recorded_encoder(tokenizer: Tokenizer, max_length: int, char_limit: int) -> BundleTokenizer:
+    """A BundleTokenizer whose tokenizers (the truncating one and its untruncated twin) are Recordings."""
+    encoder = BundleTokenizer(None, max_length, tokenizer=Tokenizer.from_str(tokenizer.to_str()))
     encoder.char_limit = char_limit
     untruncated = Tokenizer.from_str(encoder.tokenizer.to_str())
     untruncated.no_truncation()
@@ -167,7 +167,7 @@ def test_a_long_pair_whose_budget_is_below_its_special_tokens_is_not_truncated()
 def test_a_long_part_is_counted_without_probing_it_character_by_character(monkeypatch):
     """Counting a 2 MB part went through the reducer's per-character loop: 1.6 s of 2.3."""
     tokenizer = bert_tokenizer()
-    encoder = TextEncoder(None, 16, tokenizer=Tokenizer.from_str(tokenizer.to_str()))
+    encoder = BundleTokenizer(None, 16, tokenizer=Tokenizer.from_str(tokenizer.to_str()))
     text = " ".join(random.Random(1).choices(WORDS + PUNCTUATION, k=50_000))
     probes = []
     kind = _Reducer.kind
@@ -185,7 +185,7 @@ def test_a_single_word_added_token_is_counted_as_in_the_whole_text():
     text = "ab[MASK] " * 30
     untruncated = Tokenizer.from_str(tokenizer.to_str())
     for char_limit in range(4, 40):
-        encoder = TextEncoder(None, 16, tokenizer=Tokenizer.from_str(tokenizer.to_str()))
+        encoder = BundleTokenizer(None, 16, tokenizer=Tokenizer.from_str(tokenizer.to_str()))
         encoder.char_limit = char_limit
         assert encoder._count(text) == len(untruncated.encode(text, add_special_tokens=False).ids)
 
