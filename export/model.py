@@ -398,7 +398,12 @@ class IPTModel(nn.Module):
         """logits [B, C]. `lower` [B, T, H], where given, is `lower_states` of these rows: the
         layers below the first prompted one are then not run again (export/train.py caches it)."""
         token_embeds = self.word_embeddings(input_ids)  # [B, T, H]
-        prefix_kv = self.generator(input_ids, token_embeds, attention_mask)  # L x [2, B, heads, P, head_dim]
+        # Under training's bf16 autocast only the frozen backbone runs in bf16: the generator and the
+        # head, the weights that train, compute in fp32.
+        with torch.autocast(input_ids.device.type, enabled=False):
+            prefix_kv = self.generator(
+                input_ids, token_embeds, attention_mask
+            )  # L x [2, B, heads, P, head_dim]
         config = self.config
         mask = prefix_mask(input_ids.shape[0], self.num_layers, config.prompt_length,
                            config.prefix_from_layer, input_ids.device)  # fmt: skip
@@ -410,7 +415,8 @@ class IPTModel(nn.Module):
             layers = range(config.prefix_from_layer, self.num_layers)
             states = self.backbone.layer_outputs(None, attention_mask, None, mask, prefix_kv, layers, lower)
             hidden = self.backbone.arch.finish(self.backbone, states[-1])
-        return self.head(self.dropout(pool(hidden, attention_mask, config.pooling)))  # [B, C]
+        with torch.autocast(input_ids.device.type, enabled=False):
+            return self.head(self.dropout(pool(hidden.float(), attention_mask, config.pooling)))  # [B, C]
 
     @torch.no_grad()
     def lower_states(self, input_ids, attention_mask, token_type_ids) -> torch.Tensor:
