@@ -136,6 +136,11 @@ def split_config(config: str) -> tuple[str, str | None]:
     return kind, name or None
 
 
+def in_file_order(config: str) -> bool:
+    """The *-arrival configs batch rows in file order; every other config sorts them by length."""
+    return split_config(config)[0].endswith("arrival")
+
+
 def read_rows(path: Path, text_column: str, label_column: str, rows: int) -> tuple[list[str], list[str]]:
     from ipt_edge.tables import TableReader
 
@@ -434,10 +439,10 @@ def load_runner(kind: str, args: argparse.Namespace, people: list[Contestant], p
     return Runner(run, lengths, hidden, layers, prefix, labels, ready)
 
 
-def batch_order(kind: str, lengths: list[int]) -> list[int]:
-    """The order rows are batched in: file order for the *-arrival configs, by length otherwise."""
+def batch_order(lengths: list[int], file_order: bool = False) -> list[int]:
+    """The order rows are batched in: by length, or as in the file (in_file_order)."""
     order = list(range(len(lengths)))
-    if not kind.endswith("arrival"):
+    if not file_order:
         order.sort(key=lambda i: lengths[i])
     return order
 
@@ -453,7 +458,7 @@ def worker(config: str, args: argparse.Namespace, people: list[Contestant], star
     kind = split_config(config)[0]
     runner = load_runner(kind, args, people, contestant_of(config, people), texts)
     result: dict = {"config": config, "cold_start_s": runner.ready - started}
-    order = batch_order(kind, runner.lengths)
+    order = batch_order(runner.lengths, in_file_order(config))
     # Logits for the accuracy; the backbone alone's hidden states are dropped.
     logits = (
         None if runner.label_values is None else np.zeros((len(texts), len(runner.label_values)), np.float32)
@@ -485,19 +490,9 @@ def worker(config: str, args: argparse.Namespace, people: list[Contestant], star
 def paired(
     args: argparse.Namespace, people: list[Contestant], configs: list[str]
 ) -> tuple[dict[str, list[dict]], dict[str, float]]:  # fmt: skip
-    """Every config loaded in this one process and timed block by block (--paired).
-
-    The length-sorted batches are cut into blocks of --block batches. Each block runs through every
-    config back to back, in a fresh random order per block, so a change in the machine's speed (a
-    shared VM drifts by tens of percent over minutes) reaches every config alike. Before its timed
-    block a config runs the block's first batch once, untimed: its weights are then in cache, as
-    they are for a user who runs one model (timed cold, batch by batch, every config lost about a
-    third, and the one with more graphs more). A second session of the first peer runs alongside
-    as a control: its ratio to the first shows how far two identical contestants land apart.
-
-    Returns per-round rows/s and GFLOP/s (a round's time: the sum over its blocks), and each
-    config's robust rows/s: over its robust time, the sum over blocks of the block's median time
-    over the rounds, which a stall of the VM in one round of one block does not move."""
+    """Every config loaded in this one process and timed by paired_blocks (--paired), on the first
+    ipt-edge config's length-sorted batches. A second session of the first peer runs alongside as a
+    control: its ratio to the first shows how far two identical contestants land apart."""
     texts, _ = read_rows(args.data, args.text_column, args.label_column, args.rows)
     runners: dict[str, Runner] = {}
     for config in configs:
@@ -511,15 +506,36 @@ def paired(
     if peers:
         runners[f"{peers[0]} (control)"] = load_runner(peers[0], args, people, people[0], texts)
     first_ipt = next(c for c in configs if split_config(c)[0] in IPT)
-    order = batch_order("sorted", runners[first_ipt].lengths)  # one batching for all: the same rows per batch
-    groups = batches(order, args.batch_size)
-    starts = range(0, len(groups), args.block)
-    times = {config: np.zeros((args.rounds, len(starts))) for config in runners}  # [round, block] seconds
+    order = batch_order(runners[first_ipt].lengths)  # one batching for all: the same rows per batch
+    return paired_blocks(runners, texts, order, args.batch_size, args.block, args.rounds)
+
+
+def paired_blocks(
+    runners: dict[str, Runner], texts: list[str], order: list[int], batch_size: int, block_size: int,
+    rounds: int,
+) -> tuple[dict[str, list[dict]], dict[str, float]]:  # fmt: skip
+    """Every runner timed side by side on the same batches (`texts` in `order`, `batch_size` rows
+    each): bench.py --paired and benchmarks/prompt_tax.py.
+
+    The batches are cut into blocks of `block_size` batches. Each block runs through every runner
+    back to back, in a fresh random order per block, so a change in the machine's speed (a shared
+    VM drifts by tens of percent over minutes) reaches every runner alike. Before its timed block a
+    runner runs the block's first batch once, untimed: its weights are then in cache, as they are
+    for a user who runs one model (timed cold, batch by batch, every config lost about a third, and
+    the one with more graphs more).
+
+    Returns per-round rows/s and GFLOP/s (a round's time: the sum over its blocks), and each
+    runner's robust rows/s: over its robust time, the sum over blocks of the block's median time
+    over the rounds, which a stall of the VM in one round of one block does not move. The verdicts
+    use the ratio of two runners' robust rows/s ("blocks' medians")."""
+    groups = batches(order, batch_size)
+    starts = range(0, len(groups), block_size)
+    times = {config: np.zeros((rounds, len(starts))) for config in runners}  # [round, block] seconds
     rng = np.random.default_rng(0)
     names = list(runners)
-    for round_number in range(args.rounds):
+    for round_number in range(rounds):
         for number, start in enumerate(starts):
-            block = [[texts[i] for i in rows] for rows in groups[start : start + args.block]]
+            block = [[texts[i] for i in rows] for rows in groups[start : start + block_size]]
             for index in rng.permutation(len(names)):
                 config = names[index]
                 runners[config].run(block[0])  # warm-up, untimed
@@ -533,9 +549,7 @@ def paired(
         )
     runs: dict[str, list[dict]] = {}
     for config, runner in runners.items():
-        flops = batch_flops(
-            runner.hidden, runner.layers, runner.lengths, order, args.batch_size, runner.prefix
-        )
+        flops = batch_flops(runner.hidden, runner.layers, runner.lengths, order, batch_size, runner.prefix)
         runs[config] = [{"config": config, "rows_per_s": len(texts) / s, "gflops_per_s": flops / s / 1e9}
                         for s in times[config].sum(axis=1)]  # fmt: skip
     robust = {config: len(texts) / float(np.median(t, axis=0).sum()) for config, t in times.items()}
@@ -684,13 +698,41 @@ def peer_table(runs: dict[str, list[dict]]) -> tuple[str, list[str]]:
             f"| {config} | {format_ratio(to_backbone, BACKBONE_PEER[kind])} "
             f"| {format_ratio(to_optimum, OPTIMUM_PEER[kind])} |"
         )
-        if kind in TARGETS and to_backbone is not None:
-            verdict = "met" if to_backbone[0] >= TARGETS[kind] else "missed"
-            targets.append(
-                f"target {config} >= {TARGETS[kind]:.2f}× {BACKBONE_PEER[kind]}: "
-                f"{format_ratio(to_backbone, BACKBONE_PEER[kind])}: {verdict}"
-            )
+        shown = format_ratio(to_backbone, BACKBONE_PEER[kind])
+        line = target_line(config, BACKBONE_PEER[kind], to_backbone[0], shown) if to_backbone else None
+        if line:
+            targets.append(line)
     return "\n".join(lines), targets
+
+
+def verdict(config: str, peer: str, target: float, ratio: float, shown: str) -> str:
+    """Whether `config` met its speed target against `peer`: `ratio` is its rows/s over the peer's,
+    `shown` that ratio as the report estimated it, naming the estimator (bench.py, prompt_tax.py)."""
+    return f"target {config} >= {target:.2f}× {peer}: {shown}: {'met' if ratio >= target else 'missed'}"
+
+
+def target_line(config: str, peer: str, ratio: float, shown: str) -> str | None:
+    """The issue's target (#16) for `config` against `peer` (its plain backbone at T tokens), met or
+    missed by `ratio` (see verdict); None where `config` has no target against that peer."""
+    kind = split_config(config)[0]
+    if kind not in TARGETS or peer != BACKBONE_PEER[kind]:
+        return None
+    return verdict(config, peer, TARGETS[kind], ratio, shown)
+
+
+def peers_ran(runs: dict[str, list[dict]]) -> bool:
+    """Whether a backbone or optimum peer ran: without one there are no ratios to show."""
+    return any(peer in runs for peer in (*BACKBONE, *OPTIMUM))
+
+
+def heading(args: argparse.Namespace, people: list[Contestant], how: str = "") -> str:
+    """A report's first lines: the machine, the run's settings (`how`: the measurement's own) and
+    the contestants."""
+    return (
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; threads {args.threads}; "
+        f"batch {args.batch_size}; {args.rows} rows of {args.data}{how}\n"
+        f"contestants: {', '.join(f'{p.name} ({p.checkpoint or p.bundle})' for p in people)}"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -747,10 +789,7 @@ def report_paired(args: argparse.Namespace, people: list[Contestant], configs: l
     (args.work / "runs-paired.json").write_text(
         json.dumps({"args": sys.argv[1:], "runs": runs, "robust_rows_per_s": robust}, indent=1)
     )
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; threads {args.threads}; "
-          f"batch {args.batch_size}; {args.rows} rows of {args.data}; paired, {args.rounds} rounds, "
-          f"blocks of {args.block} batches")  # fmt: skip
-    print(f"contestants: {', '.join(f'{p.name} ({p.checkpoint or p.bundle})' for p in people)}\n")
+    print(heading(args, people, f"; paired, {args.rounds} rounds, blocks of {args.block} batches") + "\n")
     print(
         "| config | rows/s (blocks' medians) | rows/s per round: median (min–max) | GFLOP/s (median round) |"
     )
@@ -759,7 +798,7 @@ def report_paired(args: argparse.Namespace, people: list[Contestant], configs: l
         speeds = [r["rows_per_s"] for r in rounds]
         print(f"| {config} | {robust[config]:.1f} | {np.median(speeds):.1f} ({min(speeds):.1f}–{max(speeds):.1f}) "
               f"| {np.median([r['gflops_per_s'] for r in rounds]):.1f} |")  # fmt: skip
-    if not any(split_config(c)[0] in (*BACKBONE, *OPTIMUM) for c in runs):  # no peer ran: no ratios
+    if not peers_ran(runs):
         return
     print("\nipt-edge against its peers, same precision: the ratio of the blocks' median times summed, and "
           f"the per-round ratios (median, min–max over {args.rounds} rounds)\n")  # fmt: skip
@@ -775,11 +814,10 @@ def report_paired(args: argparse.Namespace, people: list[Contestant], configs: l
         print(f"control: a second session of {first}: {robust[control] / robust[first]:.2f} (blocks' medians); "
               f"per round {format_ratio(round_ratio(runs, control, first), first)}")  # fmt: skip
     for config, peer in pairs:
-        kind = split_config(config)[0]
-        if kind in TARGETS and peer == BACKBONE_PEER[kind]:
-            ratio = robust[config] / robust[peer]
-            verdict = "met" if ratio >= TARGETS[kind] else "missed"
-            print(f"target {config} >= {TARGETS[kind]:.2f}× {peer}: {ratio:.2f} (blocks' medians): {verdict}")
+        ratio = robust[config] / robust[peer]
+        line = target_line(config, peer, ratio, f"{ratio:.2f} (blocks' medians)")
+        if line:
+            print(line)
 
 
 def positive(value: str) -> int:
@@ -825,7 +863,7 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     requested = [c for c in args.configs.split(",") if c]
     check_configs(requested, people)
-    arrival = [c for c in requested if split_config(c)[0].endswith("arrival")]
+    arrival = [c for c in requested if in_file_order(c)]
     if args.paired and arrival:
         raise SystemExit(
             f"--paired runs every config on the same length-sorted batches: drop {', '.join(arrival)}"
@@ -841,8 +879,13 @@ def main() -> None:
     prepare(args, people, kinds, shas)
     configs = requested or default_configs(people, one_backbone)
     if args.paired:  # the file-order configs asked for are refused above; the defaults' are left out
-        report_paired(args, people, [c for c in configs if not split_config(c)[0].endswith("arrival")])
-        return
+        report_paired(args, people, [c for c in configs if not in_file_order(c)])
+    else:
+        report_rounds(args, people, configs)
+
+
+def report_rounds(args: argparse.Namespace, people: list[Contestant], configs: list[str]) -> None:
+    """Every config in a fresh process per round (worker); the tables of the rounds' medians."""
     # A shared VM's speed drifts by tens of percent over minutes: every config runs once per round,
     # rounds are interleaved, and the table shows each figure's median over the rounds. Within a
     # round each ipt-edge config runs between its peers, and every other round runs backwards, so a
@@ -883,9 +926,7 @@ def main() -> None:
         except PackageNotFoundError:
             return "absent"
 
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; threads {args.threads}; "
-          f"batch {args.batch_size}; {args.rows} rows of {args.data}")  # fmt: skip
-    print(f"contestants: {', '.join(f'{p.name} ({p.checkpoint or p.bundle})' for p in people)}")
+    print(heading(args, people))
     packages = ["onnxruntime", "torch", "tokenizers", "numpy", "transformers", "optimum", "optimum-onnx"]
     print(f"versions: python {platform.python_version()}, "
           + ", ".join(f"{p} {installed(p)}" for p in packages))  # fmt: skip
@@ -896,7 +937,7 @@ def main() -> None:
         print("\nper contestant (fp32: ipt, int8: ipt-int8; medians of the rounds; MB = 1e6 bytes)\n")
         print(contestant_table(results, people, True))
     peers, targets = peer_table(runs)
-    if any(kind in runs for kind in (*BACKBONE, *OPTIMUM)):  # no peer ran: no ratios to show
+    if peers_ran(runs):
         print(
             f"\nipt-edge against its peers: medians of the per-round ratios (min–max over {args.rounds} rounds)\n"
         )
@@ -909,14 +950,12 @@ def main() -> None:
     if first and "torch-sorted" in results and default in results:
         a, b = np.load(args.work / "logits-torch-sorted.npy"), np.load(args.work / f"logits-{default}.npy")
         print(f"max |logit difference| {default} vs torch: {np.abs(a - b).max():.2e}")
-    for person in people:
-        sorted_, arrival = (config_name(k, person, len(people) > 1) for k in ("ipt", "ipt-arrival"))
+    # Each length-sorted config against its twin in file order.
+    twins = [tuple(config_name(k, p, len(people) > 1) for k in ("ipt", "ipt-arrival")) for p in people]
+    for sorted_, arrival in [*twins, ("optimum-fp32", "optimum-arrival")]:
         if sorted_ in results and arrival in results:
-            print(f"length-sorted batching, {sorted_}: {results[sorted_]['rows_per_s'] / results[arrival]['rows_per_s']:.2f}× "
-                  "over file order")  # fmt: skip
-    if "optimum-fp32" in results and "optimum-arrival" in results:
-        print(f"length-sorted batching, optimum-fp32: "
-              f"{results['optimum-fp32']['rows_per_s'] / results['optimum-arrival']['rows_per_s']:.2f}× over file order")  # fmt: skip
+            ratio = results[sorted_]["rows_per_s"] / results[arrival]["rows_per_s"]
+            print(f"length-sorted batching, {sorted_}: {ratio:.2f}× over file order")
 
 
 if __name__ == "__main__":
