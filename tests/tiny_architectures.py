@@ -41,7 +41,8 @@ PUNCTUATION = list(".,!?'")
 
 @dataclass(frozen=True)
 class Size:
-    """A model's dimensions. TINY for the tests; MINILM (all-MiniLM-L6-v2's) for the prompt tax."""
+    """A model's dimensions: TINY_SIZE for the tests; benchmarks/prompt_tax.py also builds these models
+    at all-MiniLM-L6-v2's size."""
 
     hidden: int = 32
     layers: int = 2
@@ -51,7 +52,6 @@ class Size:
 
 
 TINY_SIZE = Size()
-MINILM = Size(hidden=384, layers=6, heads=12, intermediate=1536, embedding=None)
 # MAX_POSITIONS leaves room for RoBERTa's offset (2) after 64 tokens. INIT: weights 10x the usual
 # std, so attention is far from uniform (at 0.02, scores of a hidden-32 model are ~0 and a wrong
 # position term or mask would change an output by ~1e-4 only).
@@ -216,150 +216,3 @@ def write_architecture(model_type: str, folder: Path, seed: int = 0, size: Size 
                 parameter.add_(0.1 * torch.randn_like(parameter))
     model.save_pretrained(folder, safe_serialization=True)
     return folder
-
-
-# ---------------------------------------------------------------------------------------------
-# The prompt tax: a P=16 task's throughput through the runtime against its own plain model.
-
-
-def _plain_graph(folder: Path, path: Path) -> dict[str, int]:
-    """The Hugging Face model itself (input_ids -> last_hidden_state), exported as export exports
-    graphs and fused by ONNX Runtime's optimizer where it can: what a user runs without prompts."""
-    import inspect
-
-    import torch
-
-    from ipt_edge_export.checkpoint import load_backbone
-    from ipt_edge_export.onnx_export import _export, optimize_encoder
-
-    model = load_backbone(str(folder)).model
-    types = "token_type_ids" in inspect.signature(model.forward).parameters
-
-    class Plain(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.model = model
-
-        def forward(self, input_ids, attention_mask, token_type_ids):  # [B, T] each -> [B, T, H]
-            extra = {"token_type_ids": token_type_ids} if types else {}
-            return self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
-
-    names = ["input_ids", "attention_mask", "token_type_ids"]
-    ids = torch.randint(5, model.config.vocab_size, (2, 9))
-    axes = {name: {0: "batch", 1: "tokens"} for name in [*names, "hidden"]}
-    _export(Plain().eval(), (ids, torch.ones_like(ids), torch.zeros_like(ids)), path, names, ["hidden"], axes)
-    return optimize_encoder(path, model.config)
-
-
-def prompt_tax(
-    kinds, work: Path, size: Size, rows: int, batch_size: int, threads: int, rounds: int
-) -> list[dict]:
-    """For each architecture: rows/s of a trained P=16 attn-prefix task through the runtime
-    (ipt_edge.Classifier: tokenizer, embed, generator, encoder, head) and of the same backbone's
-    plain graph at the text's own T tokens (tokenizer + ONNX Runtime), same texts, sorted batches of
-    `batch_size`, `threads` intra-op threads, medians of `rounds` interleaved rounds."""
-    import random
-
-    from .tiny import sentiment_rows, write_tsv
-
-    rng = random.Random(7)
-    texts = [" ".join(rng.choice(WORDS) for _ in range(20)) for _ in range(rows)]  # ~22 tokens each
-    train = write_tsv(work / "train.tsv", ["text", "label"], sentiment_rows(96, seed=1))
-    return [_tax(kind, work, size, texts, train, batch_size, threads, rounds) for kind in kinds]
-
-
-def _tax(kind: str, work: Path, size: Size, texts: list[str], train: Path, batch_size: int, threads: int,
-         rounds: int) -> dict:  # fmt: skip
-    import statistics
-    import time
-
-    import numpy as np
-    import onnxruntime as ort
-
-    from ipt_edge.classifier import Classifier
-    from ipt_edge.manifest import read_manifest
-    from ipt_edge.tokenizer import BundleTokenizer
-    from ipt_edge_export.onnx_export import export_checkpoint
-
-    from .tiny import train_checkpoint
-
-    folder = write_architecture(kind, work / kind, size=size)
-    checkpoint = train_checkpoint(folder, train, None, work / f"ckpt-{kind}", generator="attn-prefix",
-                                  prompt_length=16, max_length=128)  # fmt: skip
-    bundle = work / f"bundle-{kind}"
-    export_checkpoint(checkpoint, bundle, task="t", log=lambda message: None)
-    plain_fusions = _plain_graph(folder, work / f"plain-{kind}.onnx")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    session = ort.InferenceSession(
-        str(work / f"plain-{kind}.onnx"), options, providers=["CPUExecutionProvider"]
-    )
-    wanted = {i.name for i in session.get_inputs()}
-    encoder = BundleTokenizer(folder / "tokenizer.json", 128)
-    lengths = [len(e.ids) for e in encoder.tokenize(texts)]
-    order = sorted(range(len(texts)), key=lambda i: lengths[i])
-    classifier = Classifier.load(bundle, threads=threads)
-
-    def plain() -> None:
-        for start in range(0, len(texts), batch_size):
-            batch = encoder.encode([texts[i] for i in order[start : start + batch_size]])
-            feeds = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
-                     "token_type_ids": batch.token_type_ids}  # fmt: skip
-            session.run(None, {k: v for k, v in feeds.items() if k in wanted})
-
-    def task() -> None:
-        classifier.logits(texts, batch_size)
-
-    plain(), task()  # warm-up
-    speeds: dict[str, list[float]] = {"plain": [], "task": [], "ratio": []}
-    for round_ in range(rounds):
-        # Alternate which runs first: a fixed order would give the second a warmer (or hotter) CPU.
-        pair = (("plain", plain), ("task", task)) if round_ % 2 == 0 else (("task", task), ("plain", plain))
-        for name, run in pair:
-            begin = time.perf_counter()
-            run()
-            speeds[name].append(len(texts) / (time.perf_counter() - begin))
-        speeds["ratio"].append(speeds["task"][-1] / speeds["plain"][-1])
-    return {
-        "model_type": kind, "tokens": float(np.mean(lengths)),
-        "encoder_fusions": read_manifest(bundle).encoder.fusions.get("Attention", 0),
-        "plain_fusions": plain_fusions.get("Attention", 0),
-        **{name: statistics.median(values) for name, values in speeds.items()},
-        "ratio_range": (min(speeds["ratio"]), max(speeds["ratio"])),
-    }  # fmt: skip
-
-
-def main() -> None:
-    """python -m tests.tiny_architectures [--size tiny|minilm] [--rows 512] [--threads 2] [KIND ...]"""
-    import argparse
-    import tempfile
-
-    parser = argparse.ArgumentParser(description="the prompt tax of a P=16 task on each architecture")
-    parser.add_argument("kinds", nargs="*", default=[k for k in ARCHITECTURES if k != "camembert"])
-    parser.add_argument("--size", choices=["tiny", "minilm"], default="tiny")
-    parser.add_argument("--rows", type=int, default=512)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
-    # ELECTRA without embeddings_project (ELECTRA-base's layout): export refuses ELECTRA-small's.
-    size = Size(embedding=None) if args.size == "tiny" else MINILM
-    with tempfile.TemporaryDirectory() as folder:
-        results = prompt_tax(
-            args.kinds, Path(folder), size, args.rows, args.batch_size, args.threads, args.rounds
-        )
-    print(f"size {args.size} ({size}), {args.rows} rows of ~{results[0]['tokens']:.0f} tokens, batch "
-          f"{args.batch_size}, {args.threads} threads, medians of {args.rounds} rounds")  # fmt: skip
-    print("rows/s: medians of the rounds; × plain: the median of the rounds' own ratios (each round times both, "
-          "in alternating order), and their range")  # fmt: skip
-    print("| model_type | encoder.onnx attention fused | plain graph attention fused | plain rows/s "
-          "| P=16 task rows/s | × plain | rounds' range |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|")
-    for r in results:
-        low, high = r["ratio_range"]
-        print(f"| {r['model_type']} | {r['encoder_fusions']} | {r['plain_fusions']} | {r['plain']:.0f} "
-              f"| {r['task']:.0f} | {r['ratio']:.2f} | {low:.2f}–{high:.2f} |")  # fmt: skip
-
-
-if __name__ == "__main__":
-    main()
