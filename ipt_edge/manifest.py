@@ -255,20 +255,7 @@ def parse_manifest(text: str) -> Manifest:
     except (ValueError, RecursionError) as error:  # e.g. an integer of thousands of digits
         raise BundleError(f"{MANIFEST} is not a usable manifest ({str(error)[:120]})") from None
     _refuse_repeated_keys(data)
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise BundleError(f"{MANIFEST}: not an ipt-edge bundle (format should be {FORMAT!r})")
-    version = data.get("format_version")
-    if version in OLDER_FORMATS:
-        raise BundleError(
-            f"{MANIFEST}: format_version {version}, from an older ipt-edge ({OLDER_FORMATS[version]}); "
-            f"this ipt-edge reads version {FORMAT_VERSION}. Re-export each task from its checkpoint into a "
-            "new bundle: ipt-edge export CHECKPOINT -o NEW_BUNDLE --task NAME"
-        )
-    if version != FORMAT_VERSION:
-        raise BundleError(
-            f"{MANIFEST}: format_version {version!r} is not understood by this ipt-edge, which reads "
-            f"version {FORMAT_VERSION}; re-export the bundle, or use a matching ipt-edge"
-        )
+    _check_format(data)
     backbone = _fields(BackboneInfo, _field(data, "backbone", dict, ""), "backbone.")
     files = {}
     for path, record in _field(data, "files", dict, "").items():
@@ -276,31 +263,7 @@ def parse_manifest(text: str) -> Manifest:
         files[path] = _fields(FileRecord, record, f"files.{path}.")
         if not re.fullmatch(r"[0-9a-f]{64}", files[path].sha256) or files[path].size < 0:
             raise BundleError(f"{MANIFEST}: files.{path} needs a size >= 0 and a 64-hex sha256")
-    tasks = {}
-    for name, info in _field(data, "tasks", dict, "").items():
-        if not TASK_NAME.fullmatch(name):  # not match: its `$` would let a final newline through
-            raise BundleError(f"{MANIFEST}: task name {name!r} is not allowed (letters, digits, _ . -)")
-        tasks[name] = _fields(TaskInfo, info, f"tasks.{name}.")
-        info = tasks[name]
-        if len(info.labels) < 2 or len(info.label_values) != len(info.labels) or info.prompt_length < 1:
-            raise BundleError(f"{MANIFEST}: task {name!r} needs 2+ labels, one value per label, and a prompt")
-        for field_name, values in (("labels", info.labels), ("label_values", info.label_values)):
-            if len(set(values)) != len(values):  # each names one column of the output
-                raise BundleError(f"{MANIFEST}: tasks.{name}.{field_name} repeats a name: {values}")
-        if info.pooling not in POOLINGS:
-            raise BundleError(
-                f"{MANIFEST}: tasks.{name}.pooling should be one of {POOLINGS}, got {info.pooling!r}"
-            )
-        if info.max_length < 1:
-            raise BundleError(f"{MANIFEST}: task {name!r} needs max_length >= 1")
-        needed = info.max_length + backbone.position_offset  # the prefix takes no positions
-        if needed > backbone.max_positions:
-            raise BundleError(
-                f"{MANIFEST}: task {name!r} needs {needed} positions (max_length {info.max_length}, "
-                f"offset {backbone.position_offset}), but the backbone has {backbone.max_positions}"
-            )
-        if info.int8:
-            _fields_of(INT8_FIELDS, info.int8, f"tasks.{name}.int8.")
+    tasks = {name: _task(name, info, backbone) for name, info in _field(data, "tasks", dict, "").items()}
     if backbone.hidden_size < 1 or backbone.num_layers < 1 or backbone.parameters < 1:
         raise BundleError(f"{MANIFEST}: backbone needs hidden_size, num_layers and parameters >= 1")
     if backbone.num_heads < 1 or backbone.hidden_size % backbone.num_heads:
@@ -328,6 +291,51 @@ def parse_manifest(text: str) -> Manifest:
         if path not in files:
             raise BundleError(f"{MANIFEST}: {path} is used but has no entry in files (size, sha256)")
     return manifest
+
+
+def _check_format(data: Any) -> None:
+    """An ipt-edge bundle of this format version; an older one is refused with the re-export command."""
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise BundleError(f"{MANIFEST}: not an ipt-edge bundle (format should be {FORMAT!r})")
+    version = data.get("format_version")
+    if version in OLDER_FORMATS:
+        raise BundleError(
+            f"{MANIFEST}: format_version {version}, from an older ipt-edge ({OLDER_FORMATS[version]}); "
+            f"this ipt-edge reads version {FORMAT_VERSION}. Re-export each task from its checkpoint into a "
+            "new bundle: ipt-edge export CHECKPOINT -o NEW_BUNDLE --task NAME"
+        )
+    if version != FORMAT_VERSION:
+        raise BundleError(
+            f"{MANIFEST}: format_version {version!r} is not understood by this ipt-edge, which reads "
+            f"version {FORMAT_VERSION}; re-export the bundle, or use a matching ipt-edge"
+        )
+
+
+def _task(name: str, data: Any, backbone: BackboneInfo) -> TaskInfo:
+    """One entry of `tasks`, checked on its own and against the backbone's positions."""
+    if not TASK_NAME.fullmatch(name):  # not match: its `$` would let a final newline through
+        raise BundleError(f"{MANIFEST}: task name {name!r} is not allowed (letters, digits, _ . -)")
+    info = _fields(TaskInfo, data, f"tasks.{name}.")
+    if len(info.labels) < 2 or len(info.label_values) != len(info.labels) or info.prompt_length < 1:
+        raise BundleError(f"{MANIFEST}: task {name!r} needs 2+ labels, one value per label, and a prompt")
+    for field_name, values in (("labels", info.labels), ("label_values", info.label_values)):
+        if len(set(values)) != len(values):  # each names one column of the output
+            raise BundleError(f"{MANIFEST}: tasks.{name}.{field_name} repeats a name: {values}")
+    if info.pooling not in POOLINGS:
+        raise BundleError(
+            f"{MANIFEST}: tasks.{name}.pooling should be one of {POOLINGS}, got {info.pooling!r}"
+        )
+    if info.max_length < 1:
+        raise BundleError(f"{MANIFEST}: task {name!r} needs max_length >= 1")
+    needed = info.max_length + backbone.position_offset  # the prefix takes no positions
+    if needed > backbone.max_positions:
+        raise BundleError(
+            f"{MANIFEST}: task {name!r} needs {needed} positions (max_length {info.max_length}, "
+            f"offset {backbone.position_offset}), but the backbone has {backbone.max_positions}"
+        )
+    if info.int8:
+        _fields_of(INT8_FIELDS, info.int8, f"tasks.{name}.int8.")
+    return info
 
 
 def read_manifest(bundle_dir: str | Path) -> Manifest:
