@@ -28,13 +28,16 @@ import logging
 import os
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ipt_edge.scoring import Outputs, Scorer, chunk_texts, probabilities, scored_table
 from ipt_edge.tables import Chunk, TableError
 from ipt_edge.tokenizer import Text
+
+if TYPE_CHECKING:
+    from ipt_edge.task import Task
 
 ROW_ID = "__ipt_row"
 TRUNCATED = "__ipt_truncated"
@@ -184,30 +187,24 @@ class RayScorer(Scorer):
     def __init__(
         self,
         bundle: Path,
-        task: str,
-        labels: list[str],
-        label_index: dict[str, int],
+        task: Task,
         *,
         address: str | None = None,
         workers: int | None = None,
         threads: int = 1,
         batch_size: int = 32,
         precision: str = "fp32",
-        text_pair: bool = False,
         provider: str = "cpu",
     ):
+        """`task`: the bundle's task as the driver opened it, for its name, labels and text kind;
+        each actor opens the bundle at `bundle` itself."""
         self.ray = ray = import_ray()
         self.provider = provider
         self.bundle = Path(bundle).resolve()
-        self.task, self.labels = task, list(labels)
-        self.outputs = Outputs.single(task, self.labels)
-        self.label_indexes = {task: dict(label_index)}
-        self.threads, self.batch_size, self.precision, self.text_pair = (
-            threads,
-            batch_size,
-            precision,
-            text_pair,
-        )
+        self.task, self.labels, self.text_pair = task.name, list(task.labels), task.text_pair
+        self.outputs = Outputs.single(task.name, self.labels)
+        self.label_indexes = {task.name: dict(task.label_index)}
+        self.threads, self.batch_size, self.precision = threads, batch_size, precision
         self._started = not ray.is_initialized()
         if self._started:
             try:

@@ -164,9 +164,8 @@ def score(
 
         try:
             scorer: Scorer = RayScorer(
-                bundle, first.name, first.labels, first.label_index, address=address,
-                workers=workers, threads=threads or 1, batch_size=batch_size, precision=precision,
-                text_pair=bool(text_pair_column), provider=provider,
+                bundle, first, address=address, workers=workers, threads=threads or 1,
+                batch_size=batch_size, precision=precision, provider=provider,
             )  # fmt: skip
         except RayUnavailable as error:
             fail(str(error))
