@@ -1,14 +1,17 @@
-"""The numbers in README.md and docs/ against the commands that print them (issue #19).
+"""The numbers in README.md and docs/ against the commands that print them (issues #19, #31).
 
-Runs the commands the docs cite where they take seconds (the accuracy tables, from the committed
-docs/accuracy-results.jsonl; the generator table's parameter counts) and compares their output with
-the markdown, so a changed result or a stale doc fails here. Measurements that take minutes (speed,
-training) are history: the docs give their date and commit, and a test checks that they do.
-No network, no ../shared.
+Runs the commands the docs cite where they take seconds (the accuracy, training and few-row tables,
+from the committed docs/*.jsonl; the generator table's parameter counts) and compares their output
+with the markdown, so a changed result or a stale doc fails here. Measurements that take minutes
+(speed, training) are history: the docs give their date and commit, and a test checks that they do.
+The README stays a guide (at most 300 lines, with pictures drawn from the results files), and the
+code map in docs/development.md names every module. No network, no ../shared.
 """
 
 from __future__ import annotations
 
+import ast
+import functools
 import json
 import re
 import shlex
@@ -20,15 +23,26 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
-ACCURACY = ROOT / "docs" / "accuracy.md"
-PERFORMANCE = ROOT / "docs" / "performance.md"
+DOCS = ROOT / "docs"
+ACCURACY = DOCS / "accuracy.md"
+TRAINING = DOCS / "training.md"
+DEVELOPMENT = DOCS / "development.md"
 SHIPPED = ROOT / "models" / "sst2-sentiment" / "config.json"
+FIGURES = ROOT / "benchmarks" / "figures.py"
 GRID_TABLE = "python benchmarks/accuracy.py table --device cuda --grid prefix-main"
 PARAMS = "python benchmarks/params.py"
 TABLE_BLOCK = re.compile(r"<!-- table: (.+?) -->\n(.*?)\n<!-- /table -->", re.S)
 MEAN_SD = re.compile(r"\d+\.\d\d ± \d+\.\d\d")
+IMAGE = re.compile(r"!\[[^\]]*\]\(([^)\s]+)\)")
+README_LINES = 300
 
 
+def documents() -> list[Path]:
+    """README.md and every page of docs/."""
+    return [README, *sorted(DOCS.glob("*.md"))]
+
+
+@functools.cache
 def run(command: str) -> str:
     """A `python ...` command as the docs write it, run from the repository root."""
     argv = shlex.split(command)
@@ -36,6 +50,11 @@ def run(command: str) -> str:
     done = subprocess.run([sys.executable, *argv[1:]], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, f"{command}\n{done.stderr}"
     return done.stdout.rstrip("\n")
+
+
+def table_blocks(doc: Path) -> list[tuple[str, str]]:
+    """(command, markdown) of every `<!-- table: COMMAND -->` block of a page."""
+    return TABLE_BLOCK.findall(doc.read_text(encoding="utf-8"))
 
 
 def tables(markdown: str) -> list[list[list[str]]]:
@@ -72,17 +91,20 @@ def grid_tables() -> tuple[dict, dict]:
     return {(r[0], r[1]): r[4] for r in main[1:]}, {r[1]: r[4] for r in cross[1:] if r[0] == "sst2"}
 
 
-def test_accuracy_tables_are_what_their_commands_print():
-    blocks = TABLE_BLOCK.findall(ACCURACY.read_text(encoding="utf-8"))
-    assert len(blocks) >= 3  # the GPU grid, its sweep, the CPU table
-    for command, block in blocks:
-        assert block == run(command), f"docs/accuracy.md's table differs from `{command}`"
+@pytest.mark.parametrize("doc", documents(), ids=lambda p: p.name)
+def test_every_table_block_is_what_its_command_prints(doc):
+    for command, block in table_blocks(doc):
+        assert block == run(command), f"{doc.name}'s table differs from `{command}`"
+
+
+def test_the_result_pages_cite_their_table_commands():
+    assert len(table_blocks(ACCURACY)) >= 3  # the GPU grid, its sweep, the CPU tables
+    assert table_blocks(TRAINING), "docs/training.md cites no table command"
 
 
 def test_every_mean_and_sd_in_the_docs_is_printed_by_a_cited_table_command():
-    accuracy = ACCURACY.read_text(encoding="utf-8")
-    printed = "\n".join(run(command) for command, _ in TABLE_BLOCK.findall(accuracy))
-    for doc in (README, ACCURACY):
+    printed = "\n".join(run(command) for doc in documents() for command, _ in table_blocks(doc))
+    for doc in documents():
         missing = sorted(
             set(MEAN_SD.findall(doc.read_text(encoding="utf-8"))) - set(MEAN_SD.findall(printed))
         )
@@ -120,7 +142,7 @@ def test_the_readme_names_the_shipped_task_as_it_is():
 
 def test_dated_results_in_the_docs_name_their_commit():
     """A measurement no test reruns is history: its heading gives the date and the commit."""
-    for doc in (PERFORMANCE, ACCURACY):
+    for doc in documents():
         for heading in re.findall(r"^#+ .*\(\d{4}-\d\d-\d\d.*$", doc.read_text(encoding="utf-8"), re.M):
             assert re.search(r"commit [0-9a-f]{7}", heading), f"{doc.name}: {heading!r} names no commit"
 
@@ -129,17 +151,19 @@ def test_dated_results_in_the_docs_name_their_commit():
 def test_generator_table_counts_are_what_params_prints():
     import torch  # noqa: F401  (benchmarks/params.py builds the models; this test needs the export side)
 
-    readme = README.read_text(encoding="utf-8")
-    assert PARAMS in readme
+    training = TRAINING.read_text(encoding="utf-8")
+    assert PARAMS in training
     printed = {plain(r[0]): r[1] for r in table_headed(run(PARAMS), ("kind",))[1:]}
     documented = {}
-    for row in table_headed(readme, ("kind", "prompts come from"))[1:]:
+    for row in table_headed(training, ("kind", "prompts come from"))[1:]:
         kinds = re.findall(r"`([a-z-]+)`", row[0])
         counts = [c.strip() for c in row[2].split(" / ")]
         assert len(kinds) == len(counts), row
         documented.update(zip(kinds, counts, strict=True))
     assert documented == printed
-    # The results table's tuned shares are the same counts' shares.
+    # The README results table's tuned shares are the same counts' shares.
+    readme = README.read_text(encoding="utf-8")
+    assert PARAMS in readme
     for row in table_headed(readme, ("method", "tuned share"))[1:]:
         name = plain(row[0]).split()[0]
         if name in printed:  # a family of today (the rest are history: fine-tuning, removed kinds)
@@ -161,16 +185,15 @@ def test_the_table_commands_default_rates_are_the_trainers():
 
 
 def test_the_code_map_names_every_module():
-    code_map = README.read_text(encoding="utf-8").split("## Code map", 1)[1].split("\n## ", 1)[0]
+    code_map = DEVELOPMENT.read_text(encoding="utf-8").split("## Code map", 1)[1].split("\n## ", 1)[0]
     for folder in ("ipt_edge", "export", "benchmarks"):
         for module in sorted((ROOT / folder).glob("*.py")):
             if module.name != "__init__.py":
                 assert f"`{folder}/{module.name}`" in code_map or f"`{module.name}`" in code_map, module
 
 
-def test_training_tables_are_what_their_commands_print():
-    training = (ROOT / "docs" / "training.md").read_text(encoding="utf-8")
-    blocks = TABLE_BLOCK.findall(training)
-    assert blocks, "docs/training.md cites no table command"
-    for command, block in blocks:
-        assert block == run(command), f"docs/training.md's table differs from `{command}`"
+def test_the_readme_is_a_guide_that_links_every_page_of_docs():
+    readme = README.read_text(encoding="utf-8")
+    assert len(readme.splitlines()) <= README_LINES, f"README.md has {len(readme.splitlines())} lines"
+    for page in sorted(DOCS.glob("*.md")):
+        assert f"(docs/{page.name})" in readme, f"README.md does not link docs/{page.name}"
