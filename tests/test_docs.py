@@ -197,3 +197,58 @@ def test_the_readme_is_a_guide_that_links_every_page_of_docs():
     assert len(readme.splitlines()) <= README_LINES, f"README.md has {len(readme.splitlines())} lines"
     for page in sorted(DOCS.glob("*.md")):
         assert f"(docs/{page.name})" in readme, f"README.md does not link docs/{page.name}"
+
+
+def test_every_image_the_docs_show_exists():
+    for doc in documents():
+        for link in IMAGE.findall(doc.read_text(encoding="utf-8")):
+            if not link.startswith("http"):
+                assert (doc.parent / link).is_file(), f"{doc.name} shows {link}, which does not exist"
+
+
+def drawn_from_data() -> dict[str, str]:
+    """benchmarks/figures.py's FIGURES, read without importing it (no matplotlib here): each image
+    drawn from a results file, with that file."""
+    for node in ast.parse(FIGURES.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", None) == "FIGURES":
+            figures = ast.literal_eval(
+                ast.Dict(node.value.keys, [ast.Constant(v.elts[1].value) for v in node.value.values])
+            )
+            return {image: results for image, results in figures.items() if results}
+    raise AssertionError("benchmarks/figures.py has no FIGURES table")
+
+
+def test_the_readme_shows_at_least_three_pictures_drawn_from_the_results():
+    shown = {Path(link).name for link in IMAGE.findall(README.read_text(encoding="utf-8"))}
+    from_data = sorted(shown & set(drawn_from_data()))
+    assert len(from_data) >= 3, f"README.md shows {from_data} of the pictures drawn from results files"
+
+
+def test_the_figures_draw_the_same_bytes_and_the_learning_curves_once_their_file_exists(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("figures_script", FIGURES)
+    figures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(figures)
+    results = tmp_path / "results"
+    results.mkdir()
+    for name in set(drawn_from_data().values()) - figures.OPTIONAL:
+        (results / name).write_bytes((DOCS / name).read_bytes())
+    drawn = figures.draw(results, tmp_path / "a")
+    assert "learning-curves.svg" not in drawn
+    assert "learning-curves.svg skipped" in capsys.readouterr().out
+    runs = [  # two tasks, two methods, sizes, the full set (per_class null), two seeds; extra fields
+        {"task": task, "backbone": "all-MiniLM-L6-v2", "method": method, "per_class": size,
+         "train_rows": 2 * size if size else 1000, "seed": seed, "test_accuracy": 0.5 + (size or 64) / 200,
+         "steps": 300}
+        for task in ("sst2", "agnews") for method in ("attn-prefix", "probe")
+        for size in (8, 16, 32, None) for seed in (0, 1)
+    ]  # fmt: skip
+    (results / "learning-curves.jsonl").write_text("".join(json.dumps(r) + "\n" for r in runs))
+    assert "learning-curves.svg" in figures.draw(results, tmp_path / "b")
+    figures.draw(results, tmp_path / "c")
+    for image in (tmp_path / "b").iterdir():
+        assert image.read_bytes() == (tmp_path / "c" / image.name).read_bytes(), image.name
+        if (tmp_path / "a" / image.name).exists():
+            assert image.read_bytes() == (tmp_path / "a" / image.name).read_bytes(), image.name
