@@ -44,7 +44,7 @@ default backbone graph is unfused for every architecture (export_encoder says wh
 `--optimize`, where attention does not fuse, export_encoder writes the default graph and says so.
 `ort_fuses` in the table records this and tests/test_architectures.py checks it. The prompt tax of each (a P=16 task through the runtime
 against the same backbone's own plain graph at the text's T tokens):
-`python -m tests.tiny_architectures --size minilm`.
+`python benchmarks/prompt_tax.py --size minilm`.
 """
 
 from __future__ import annotations
@@ -632,4 +632,6 @@ class ArchitectureBackbone(nn.Module):
                 key, value = arch.key_value(self, index, states[0])  # [P, H] each
                 rows.append(torch.stack([key, value]))
             states = arch.layer(self, index, states, ones, kv[index], mask[:, index], context)
+        if not rows:  # first_layer == L: no layer has a prefix (a probe task)
+            return embeds.new_zeros(0, 2, embeds.shape[0], self.num_heads * self.head_dim)
         return torch.stack(rows)

@@ -257,7 +257,9 @@ class PrefixPrompt(nn.Module):
     def forward(self, input_ids, token_embeds, attention_mask) -> list[torch.Tensor]:
         """prefix_kv: [2, B, heads, P, head_dim] for every layer of the backbone."""
         batch, heads, p, d = token_embeds.shape[0], self.num_heads, self.prompt_length, self.head_dim
-        base = self.base.view(-1, 2, 1, p, heads, d).transpose(3, 4)  # [L', 2, 1, heads, P, d]
+        base = self.base.view(self.base.shape[0], 2, 1, p, heads, d).transpose(
+            3, 4
+        )  # [L', 2, 1, heads, P, d]
         parts = self.instance(input_ids, token_embeds, attention_mask)
         # Layers below first_layer get zeros, which the backbone's prefix_mask leaves out.
         prefix = [token_embeds.new_zeros(2, batch, heads, p, d) for _ in range(self.first_layer)]
@@ -376,10 +378,12 @@ class IPTModel(nn.Module):
         self.word_embeddings = word_embeddings(hf_model)
         self.backbone = FrozenBackbone(hf_model)
         self.num_layers = len(self.backbone.layers)
-        if not config.prefix_from_layer < self.num_layers:
+        # prefix_from_layer == num_layers: no layer reads the prefix, so the task is a linear probe
+        # on the frozen backbone (what training keeps when the probe wins on dev).
+        if not config.prefix_from_layer <= self.num_layers:
             raise ValueError(
                 f"prefix_from_layer {config.prefix_from_layer} is not a layer of this backbone "
-                f"(0..{self.num_layers - 1})"
+                f"(0..{self.num_layers - 1}), nor {self.num_layers} (no prefix)"
             )
         for parameter in hf_model.parameters():
             parameter.requires_grad_(False)
@@ -414,20 +418,36 @@ class IPTModel(nn.Module):
         else:
             layers = range(config.prefix_from_layer, self.num_layers)
             states = self.backbone.layer_outputs(None, attention_mask, None, mask, prefix_kv, layers, lower)
-            hidden = self.backbone.arch.finish(self.backbone, states[-1])
+            hidden = self.backbone.arch.finish(self.backbone, states[-1] if states else lower)
         with torch.autocast(input_ids.device.type, enabled=False):
             return self.head(self.dropout(pool(hidden.float(), attention_mask, config.pooling)))  # [B, C]
 
     @torch.no_grad()
-    def lower_states(self, input_ids, attention_mask, token_type_ids) -> torch.Tensor:
-        """The state entering the first prompted layer, [B, T, H]. The layers below it carry no
-        prefix, so for a row it never changes: the same every step and epoch."""
+    def lower_states(
+        self, input_ids, attention_mask, token_type_ids, upto: int | None = None
+    ) -> torch.Tensor:
+        """The state entering the first prompted layer (or layer `upto`), [B, T, H]. The layers
+        below it carry no prefix, so for a row it never changes: the same every step and epoch."""
         token_embeds = self.word_embeddings(input_ids)
-        first = self.config.prefix_from_layer
+        first = self.config.prefix_from_layer if upto is None else upto
         mask, kv = self.backbone.empty_prefix(input_ids.shape[0], token_embeds)
         return self.backbone.layer_outputs(
             token_embeds, attention_mask, token_type_ids, mask, kv, range(first)
         )[-1]
+
+    @torch.no_grad()
+    def frozen_states(self, input_ids, attention_mask, token_type_ids) -> torch.Tensor:
+        """The frozen backbone's last states with no prefix at all, [B, T, H]: the linear probe's input."""
+        last = self.lower_states(input_ids, attention_mask, token_type_ids, upto=self.num_layers)
+        return self.backbone.arch.finish(self.backbone, last)
+
+    def drop_prefix(self) -> None:
+        """From now on no layer reads a prefix: the task is its head on the frozen backbone's pooled
+        states (a linear probe; export/probe.py). The generator left is the static one, with no layer."""
+        heads, size = self.backbone.num_heads, self.backbone.head_dim
+        self.config.generator, self.config.prefix_from_layer = "prefix", self.num_layers
+        empty = self.head.weight.new_zeros(0, 2, self.config.prompt_length, heads * size)  # [0, 2, P, H]
+        self.generator = PrefixPrompt(empty, heads, self.num_layers)
 
     def tuned_state(self) -> dict[str, torch.Tensor]:
         """The weights a task owns: generator and head (what the checkpoint stores)."""

@@ -9,6 +9,7 @@ import copy
 import math
 import os
 import random
+import statistics
 import sys
 import time
 from collections import Counter
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 from ipt_edge.progress import Progress
 from ipt_edge.tables import TableError, read_labelled
 from ipt_edge.tokenizer import BundleTokenizer, Text
+from ipt_edge_export.backbones import packaged_backbone
 from ipt_edge_export.checkpoint import (
     DEFAULT_BACKBONE,
     CheckpointError,
@@ -39,7 +41,8 @@ from ipt_edge_export.checkpoint import (
     save_checkpoint,
     text_budget,
 )
-from ipt_edge_export.model import DEFAULT_LR, IPTConfig, IPTModel, check_generator, position_offset
+from ipt_edge_export.model import IPTConfig, IPTModel, check_generator, position_offset
+from ipt_edge_export.probe import LinearProbe, probe_features
 
 
 @dataclass
@@ -60,7 +63,7 @@ class TrainOptions:
     epochs: float | None = None  # passes over the rows; None: the step budget decides (training_steps)
     steps: int | None = None  # optimizer steps, overriding epochs
     batch_size: int = 32
-    lr: float | None = None  # None: model.DEFAULT_LR
+    lr: float | None = None  # None: the backbone's (default_lr)
     weight_decay: float = 0.01
     warmup: float = 0.06  # share of steps with a linear warm-up
     seed: int = 0
@@ -74,6 +77,7 @@ class TrainOptions:
     cache_mb: int = 512  # with prefix_from_layer > 0: memory for the layers below it, computed once per row
     max_batch_tokens: int = 2048  # a batch with more (rows x padded length) runs in parts, gradients summed
     legacy_loop: bool = False  # the loop before issue #28, every lever off: benchmarks/train_speed.py only
+    probe_floor: bool = True  # keep the linear probe instead of the prompts when it does as well on dev
 
 
 @dataclass
@@ -131,6 +135,7 @@ def read_examples(
 DEFAULT_EPOCHS = 2.0
 MIN_STEPS = 300  # benchmarks/few_rows.py: what 16 to 64 rows per class need (docs/training.md)
 DEV_SHARE, DEV_MAX, DEV_MIN = 0.1, 1000, 50
+FLOOR_SHARE = 0.2  # of each label's rows, held out to check a small set's task against the probe
 
 
 def training_steps(rows: int, options: TrainOptions) -> int:
@@ -145,29 +150,47 @@ def training_steps(rows: int, options: TrainOptions) -> int:
     return max(round(DEFAULT_EPOCHS * per_epoch), MIN_STEPS)
 
 
-def carve_dev(train_set: Examples, seed: int) -> tuple[Examples, Examples | None]:
-    """(train, dev): a seeded split stratified by label, DEV_SHARE of the rows up to DEV_MAX; no
-    split (dev None) where dev would hold under DEV_MIN rows. Under 50 rows a dev accuracy moves
-    2 points a row, coarser than the steps it would choose between, and the rows it takes are
-    worth more in training (docs/training.md)."""
+def carve_dev(train_set: Examples, seed: int) -> tuple[Examples, Examples | None, bool]:
+    """(train, dev, floor_only): a seeded split stratified by label, DEV_SHARE of the rows up to
+    DEV_MAX. Where that would hold under DEV_MIN rows, FLOOR_SHARE of each label's rows (one at
+    least, from labels with two or more) are held out with floor_only True: under 50 rows a dev
+    accuracy moves 2 points a row, coarser than the steps it would choose between, so such a split
+    only decides between the task and the linear probe (docs/training.md). No label with two rows: no split."""
     size = min(DEV_MAX, round(DEV_SHARE * len(train_set.texts)))
-    if size < DEV_MIN:
-        return train_set, None
+    floor_only = size < DEV_MIN
     by_label: dict[int, list[int]] = {}
     for i, label in enumerate(train_set.labels):
         by_label.setdefault(label, []).append(i)
     rng, dev_rows = random.Random(seed), []
-    share = size / len(train_set.texts)
+    share = FLOOR_SHARE if floor_only else size / len(train_set.texts)
     for rows in by_label.values():
         rng.shuffle(rows)
-        dev_rows += rows[: round(share * len(rows))]
+        take = max(1, round(share * len(rows))) if floor_only and len(rows) >= 2 else round(share * len(rows))
+        dev_rows += rows[:take]
+    if not dev_rows:
+        return train_set, None, False
     held = set(dev_rows)
     keep = [i for i in range(len(train_set.texts)) if i not in held]
 
     def subset(rows: list[int]) -> Examples:
         return Examples([train_set.texts[i] for i in rows], [train_set.labels[i] for i in rows])
 
-    return subset(keep), subset(sorted(dev_rows))
+    return subset(keep), subset(sorted(dev_rows)), floor_only
+
+
+def carved_dev_line(train_set: Examples, dev_set: Examples | None, floor_only: bool, seed: int) -> str:
+    if dev_set is None:
+        return "no --dev, and no label has two rows to hold one out: the last step is kept, unchecked"
+    if floor_only:
+        return (
+            f"no --dev, and {len(train_set.texts) + len(dev_set.texts):,} rows are too few to choose steps "
+            f"by: the last step is kept, and {len(dev_set.texts)} held-out rows (stratified, seed {seed}) "
+            "only decide between the task and the linear probe"
+        )
+    return (
+        f"no --dev: {len(dev_set.texts):,} of the training rows (stratified, seed {seed}) are held out "
+        "to keep the best step and to check the task against the linear probe"
+    )
 
 
 def batches(order: Sequence[int], size: int) -> list[list[int]]:
@@ -355,6 +378,20 @@ def load_task_data(
     return train_set, dev_set, raw_labels, label_names or raw_labels
 
 
+class Diverged(Exception):
+    """Training went nowhere: the loss is not finite, or sits at the label prior's entropy (what a
+    model predicting no more than the label shares scores: ln C for balanced labels) after warm-up."""
+
+
+STUCK_SHARE = 0.98  # a mean loss over the last STUCK_WINDOW steps above this share of the prior's entropy
+STUCK_WINDOW = 10
+
+
+def prior_entropy(labels: Sequence[int]) -> float:
+    counts = Counter(labels)
+    return -sum(n / len(labels) * math.log(n / len(labels)) for n in counts.values())
+
+
 @dataclass
 class FitResult:
     best_state: dict | None  # the snapshot at the best dev accuracy (None without a dev set)
@@ -396,12 +433,15 @@ def fit(
     options: TrainOptions,
     snapshot: Callable[[], dict],
     say: Callable[[str], None] = print,
+    guard: bool = False,
 ) -> FitResult:
     """AdamW over the trainable parameters, linear warm-up and decay, dev selection, a progress bar.
 
     `snapshot` returns what to keep at the best dev step (a task's tuned weights, or all weights).
     The frozen backbone runs under bf16 autocast where the device has it (autocast_dtype); dev
-    accuracy is measured in fp32, as the exported graphs run.
+    accuracy is measured in fp32, as the exported graphs run. With `guard`, a loss that is not
+    finite, or that still sits at the label prior's entropy STUCK_WINDOW steps after warm-up,
+    raises Diverged (train restarts at a lower rate).
     """
     trainable = [p for p in model.parameters() if p.requires_grad]
     device = model_device(model)
@@ -426,6 +466,8 @@ def fit(
     max_tokens = sys.maxsize if legacy else options.max_batch_tokens
     best_state, best_dev, best_step = None, -1.0, total_steps
     history: list[dict] = []
+    stuck_at = STUCK_SHARE * prior_entropy(train_set.labels)
+    recent: list[float] = []
     started = time.perf_counter()
     # On stderr, like every status line: a bar on a terminal, a line every 30 s in a log.
     with Progress("training", total=total_steps, unit="steps") as progress:
@@ -455,7 +497,15 @@ def fit(
                 scheduler.step()
                 step += 1
                 rows_seen += len(batch)
-                running_loss = loss.item() if step == 1 else 0.98 * running_loss + 0.02 * loss.item()
+                recent = [*recent[1 - STUCK_WINDOW :], loss.item()]
+                if guard and not math.isfinite(recent[-1]):
+                    raise Diverged(f"the loss went to {recent[-1]} at step {step}")
+                if guard and step == warmup + STUCK_WINDOW and statistics.fmean(recent) > stuck_at:
+                    raise Diverged(
+                        f"the loss sat at {statistics.fmean(recent):.3f} after warm-up (step {step}), the "
+                        f"entropy of the label shares ({stuck_at / STUCK_SHARE:.3f}): no more than a majority guess"
+                    )
+                running_loss = recent[-1] if step == 1 else 0.98 * running_loss + 0.02 * recent[-1]
                 status = f"loss {running_loss:.4f}"
                 if dev_set and (step % eval_every == 0 or step == total_steps):
                     accuracy = evaluate(model, encoder, dev_set)
@@ -492,23 +542,29 @@ def start_from_pretrained_generator(model: IPTModel, checkpoint_dir: Path, backb
     model.load_state_dict(weights, strict=False)
 
 
+UNKNOWN_BACKBONE_LR = 1e-2  # a backbone not in the packaged table: MPNet's, the safer of the two measured
+MAX_RESTARTS = 2  # a diverged run restarts at a quarter of the rate, at most this many times
+
+
+def default_lr(backbone: str) -> float:
+    packaged = packaged_backbone(backbone)
+    return packaged.lr if packaged else UNKNOWN_BACKBONE_LR
+
+
 def train(options: TrainOptions, progress: Callable[[str], None] = print) -> dict:
-    """Train a task's generator and head, keep the best dev state, save the checkpoint."""
+    """Train a task's generator and head, keep the best dev state, hold it to the linear probe (the
+    probe is kept when it does at least as well on dev), save the checkpoint."""
     torch.set_num_threads(options.threads or usable_cores())
     torch.manual_seed(options.seed)
     check_generator(options.generator)  # before reading data and the backbone
     check_out_dir(options.out_dir, options.replace)  # before hours of training, not after
-    options = replace(options, lr=options.lr or DEFAULT_LR)
+    options = replace(options, lr=options.lr or default_lr(options.backbone))
     device = resolve_device(options.device)
     train_set, dev_set, raw_labels, label_names = load_task_data(options, progress)
+    floor_only = False  # a dev split too small to choose steps by: it only decides task or probe
     if dev_set is None:
-        train_set, dev_set = carve_dev(train_set, options.seed)
-        progress(
-            f"no --dev: {len(dev_set.texts):,} of the training rows (stratified, seed {options.seed}) are "
-            "held out to keep the best step"
-            if dev_set
-            else f"no --dev, and {len(train_set.texts):,} rows are too few to hold some out: the last step is kept"
-        )
+        train_set, dev_set, floor_only = carve_dev(train_set, options.seed)
+        progress(carved_dev_line(train_set, dev_set, floor_only, options.seed))
     backbone = load_backbone(options.backbone)
     config = IPTConfig(
         generator=options.generator,
@@ -521,11 +577,16 @@ def train(options: TrainOptions, progress: Callable[[str], None] = print) -> dic
         prefix_from_layer=options.prefix_from_layer,
     )
     config.max_length = text_budget(backbone.identity, config, position_offset(backbone.model.config))
-    model = IPTModel(backbone.model, config, seed=options.seed)
-    if options.init_generator:
-        start_from_pretrained_generator(model, options.init_generator, backbone.identity["sha256"])
-        progress(f"generator initialised from {options.init_generator}")
-    model.to(device)
+
+    def new_model() -> IPTModel:
+        torch.manual_seed(options.seed)
+        model = IPTModel(backbone.model, copy.deepcopy(config), seed=options.seed)
+        if options.init_generator:
+            start_from_pretrained_generator(model, options.init_generator, backbone.identity["sha256"])
+            progress(f"generator initialised from {options.init_generator}")
+        return model.to(device)
+
+    model = new_model()
     encoder = BundleTokenizer(backbone.tokenizer_path, config.max_length)
     tuned = model.tuned_parameter_count()
     share = tuned / backbone.identity["parameters"]
@@ -533,9 +594,43 @@ def train(options: TrainOptions, progress: Callable[[str], None] = print) -> dic
         f"{options.generator}: {tuned:,} tuned parameters = {share:.2%} of the backbone "
         f"({backbone.identity['parameters']:,}); {len(train_set.texts):,} training rows on {device}"
     )
-    result = fit(model, encoder, train_set, dev_set, options, snapshot=model.tuned_state, say=progress)
+    probe_started = time.perf_counter()
+    dtype = autocast_dtype(options, device, say=lambda message: None)  # fit says it
+    probe = LinearProbe.fit(
+        probe_features(model, encoder, train_set.texts, dtype), train_set.labels, len(raw_labels)
+    )
+    dev_features = probe_features(model, encoder, dev_set.texts) if dev_set else None
+    probe_dev = probe.accuracy(dev_features, dev_set.labels) if dev_set and dev_features is not None else None
+    if probe_dev is not None:
+        progress(f"linear probe (frozen backbone, no prompt): dev accuracy {probe_dev:.4f} "
+                 f"({time.perf_counter() - probe_started:.0f} s)")  # fmt: skip
+    restarts: list[dict] = []
+    while True:
+        guard = len(restarts) < MAX_RESTARTS
+        try:
+            select_on = None if floor_only else dev_set
+            result = fit(model, encoder, train_set, select_on, options, model.tuned_state, progress, guard)
+            break
+        except Diverged as why:
+            restarts.append({"lr": options.lr, "why": str(why)})
+            progress(f"training diverged: {why}. Restarting at lr {options.lr / 4:g} (was {options.lr:g})")
+            options = replace(options, lr=options.lr / 4)
+            model = new_model()
     if result.best_state is not None:
         model.load_state_dict(result.best_state, strict=False)
+    task_dev = result.best_dev if not floor_only else evaluate(model, encoder, dev_set) if dev_set else None
+    kept = "prompts"
+    if options.probe_floor and probe_dev is not None and task_dev is not None and probe_dev >= task_dev:
+        kept = "probe"
+        if floor_only:  # the held-out rows decided; the probe they chose is fitted on every row
+            every = train_set.texts + dev_set.texts
+            probe = LinearProbe.fit(probe_features(model, encoder, every, dtype),
+                                    train_set.labels + dev_set.labels, len(raw_labels))  # fmt: skip
+        probe.into(model)
+        progress(f"the linear probe does at least as well on dev ({probe_dev:.4f} vs the task's "
+                 f"{task_dev:.4f}): the task is the probe, a head on the frozen backbone with no prompt")  # fmt: skip
+    elif probe_dev is not None and task_dev is not None:
+        progress(f"dev accuracy {task_dev:.4f}, linear probe {probe_dev:.4f}")
     model.to("cpu")  # checkpoints hold CPU tensors
     record = {
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
@@ -543,14 +638,18 @@ def train(options: TrainOptions, progress: Callable[[str], None] = print) -> dic
         "train_rows": len(train_set.texts),
         "train_seconds": round(result.seconds, 1),
         "best_step": result.best_step,
-        "dev_accuracy": result.best_dev,
+        "dev_accuracy": task_dev,
+        "probe_dev_accuracy": probe_dev,
+        "kept": kept,
+        "lr": options.lr,
+        "restarts": restarts,
         "history": result.history,
         "tuned_share": share,
     }
     samples_from = dev_set or train_set
     samples = [list(t) if isinstance(t, tuple) else t for t in samples_from.texts[:16]]
     save_checkpoint(options.out_dir, model, backbone, record, samples, replace=options.replace)
-    if result.best_dev is not None:
+    if result.best_dev is not None and kept == "prompts":
         progress(f"best dev accuracy {result.best_dev:.4f} at step {result.best_step}")
     progress(f"saved checkpoint {options.out_dir} ({result.seconds:.0f} s)")
     return record

@@ -280,10 +280,11 @@ def parse_manifest(text: str) -> Manifest:
     manifest.tokenizer_file = _field(data, "tokenizer_file", str, "")
     manifest.embed_file = _field(data, "embed_file", str, "")
     for name, info in tasks.items():
-        if info.prefix_from_layer < 0 or info.prefix_from_layer >= backbone.num_layers:
+        # num_layers itself: no layer reads the prefix (a linear probe on the frozen backbone).
+        if info.prefix_from_layer < 0 or info.prefix_from_layer > backbone.num_layers:
             raise BundleError(
                 f"{MANIFEST}: task {name!r}: prefix_from_layer {info.prefix_from_layer} is not a layer "
-                f"(0..{backbone.num_layers - 1})"
+                f"(0..{backbone.num_layers - 1}), nor {backbone.num_layers} (no prefix)"
             )
     listed = manifest.shared_files() + [f for t in tasks.values() for f in (t.generator_file, t.head_file)]
     for path in listed:

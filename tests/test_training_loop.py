@@ -189,14 +189,22 @@ def replace_options(options, **changes):
     return replace(options, **changes)
 
 
-def test_a_dev_split_is_stratified_seeded_and_only_where_it_can_choose():
+def test_a_dev_split_is_stratified_seeded_and_chooses_steps_only_where_it_is_large_enough():
     rows = [(f"text {i}", 0 if i % 4 else 1) for i in range(1000)]  # 750 of label 0, 250 of label 1
     examples = training.Examples([t for t, _ in rows], [label for _, label in rows])
-    train_set, dev_set = training.carve_dev(examples, seed=0)
-    assert len(dev_set.texts) == 100 and len(train_set.texts) == 900
+    train_set, dev_set, floor_only = training.carve_dev(examples, seed=0)
+    assert len(dev_set.texts) == 100 and len(train_set.texts) == 900 and not floor_only
     assert dev_set.labels.count(1) == 25  # the labels' shares kept
     assert not set(dev_set.texts) & set(train_set.texts)
     assert training.carve_dev(examples, seed=0)[1].texts == dev_set.texts
     assert training.carve_dev(examples, seed=1)[1].texts != dev_set.texts
-    few = training.Examples(examples.texts[:400], examples.labels[:400])  # a dev of 40 rows: too coarse
-    assert training.carve_dev(few, seed=0) == (few, None)
+    # A dev of 40 rows would be too coarse to choose steps: a fifth of each label only checks the probe.
+    few = training.Examples(examples.texts[:400], examples.labels[:400])
+    train_few, dev_few, floor_only = training.carve_dev(few, seed=0)
+    assert floor_only and len(dev_few.texts) == 80 and dev_few.labels.count(1) == 20
+    # 8 rows, one of them the only row of its label: that label keeps its row, the other gives one.
+    tiny = training.Examples([f"t{i}" for i in range(8)], [0] * 7 + [1])
+    _, dev_tiny, _ = training.carve_dev(tiny, seed=0)
+    assert dev_tiny.labels == [0]
+    single = training.Examples(["a", "b"], [0, 1])
+    assert training.carve_dev(single, seed=0) == (single, None, False)

@@ -148,8 +148,9 @@ export function parseManifest(text) {
   if (!encoder.file) fail("encoder.file is empty; every bundle has its backbone graph");
   for (const [name, info] of Object.entries(tasks)) {
     if (Object.keys(info.int8).length && !encoder.int8_file) fail(`tasks.${name}.int8 measures an int8 encoder the bundle does not have`);
-    if (info.prefix_from_layer >= backbone.num_layers) {
-      fail(`task '${name}': prefix_from_layer ${info.prefix_from_layer} is not a layer (0..${backbone.num_layers - 1})`);
+    // num_layers itself: no layer reads the prefix (a linear probe on the frozen backbone).
+    if (info.prefix_from_layer > backbone.num_layers) {
+      fail(`task '${name}': prefix_from_layer ${info.prefix_from_layer} is not a layer (0..${backbone.num_layers - 1}), nor ${backbone.num_layers} (no prefix)`);
     }
   }
   const manifest = {

@@ -1,0 +1,114 @@
+"""Training is held to a floor and guarded (issue #29): the linear probe on the frozen backbone is
+fitted first and kept when it does at least as well on dev; a run whose loss goes nowhere restarts
+at a lower rate and says so; each packaged backbone has its own default rate."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from ipt_edge.bundle import Bundle  # noqa: E402
+from ipt_edge_export import train as training  # noqa: E402
+from ipt_edge_export.checkpoint import read_checkpoint  # noqa: E402
+from ipt_edge_export.onnx_export import export_checkpoint  # noqa: E402
+from ipt_edge_export.probe import LinearProbe  # noqa: E402
+
+from .tiny import torch_logits  # noqa: E402
+
+pytestmark = pytest.mark.export
+
+TEXTS = ["the film was good", "dull", "a very lovely story and a great cast", "poor plot"]
+
+
+def test_the_probe_fits_separable_features_and_folds_its_scaling_into_the_head():
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(200, 8, generator=generator) * torch.tensor([1, 10, 100, 1, 1, 1, 1, 1.0]) + 5
+    labels = (features[:, 1] > 5).long().tolist()  # label = one feature's side of its mean
+    probe = LinearProbe.fit(features, labels, classes=2)
+    assert probe.accuracy(features, labels) > 0.95
+    scaled = features @ probe.weight.T + probe.bias  # the head on raw features, as it ships
+    assert (scaled.argmax(-1) == torch.tensor(labels)).float().mean() > 0.95
+
+
+def test_a_probe_that_wins_on_dev_is_the_task_and_the_runtime_runs_it(
+    tiny_backbone, sentiment_files, tmp_path
+):
+    train, dev = sentiment_files
+    said = []
+    # One step at a tiny rate leaves the prompts untrained: the probe is at least as good on dev.
+    options = training.TrainOptions(train, tmp_path / "ckpt", dev_file=dev, backbone=str(tiny_backbone),
+                                    prompt_length=4, steps=1, lr=1e-9)  # fmt: skip
+    record = training.train(options, said.append)
+    assert record["kept"] == "probe" and record["probe_dev_accuracy"] >= record["dev_accuracy"]
+    assert any("linear probe (frozen backbone, no prompt): dev accuracy" in line for line in said)
+    assert any("the task is the probe" in line for line in said)
+    config = read_checkpoint(tmp_path / "ckpt").config
+    assert config.prefix_from_layer == 2 and config.generator == "prefix"  # no layer of the 2 reads a prefix
+    export_checkpoint(tmp_path / "ckpt", tmp_path / "bundle", backbone=str(tiny_backbone), log=lambda m: None)
+    bundle = Bundle.load(tmp_path / "bundle")
+    runtime = bundle.predict_tasks(TEXTS, bundle.tasks)
+    expected = torch_logits(tmp_path / "ckpt", tiny_backbone, TEXTS)
+    probabilities = np.exp(expected) / np.exp(expected).sum(-1, keepdims=True)
+    got = np.array(
+        [list(runtime.record(i)["tasks"]["ckpt"]["probabilities"].values()) for i in range(len(TEXTS))]
+    )
+    np.testing.assert_allclose(got, probabilities, atol=1e-4)
+
+
+def test_prompts_that_beat_the_probe_are_kept_and_both_accuracies_are_printed(
+    tiny_backbone, sentiment_files, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(
+        LinearProbe, "accuracy", lambda self, features, labels: 0.0
+    )  # a probe that never wins
+    train, dev = sentiment_files
+    said = []
+    record = training.train(
+        training.TrainOptions(train, tmp_path / "again", dev_file=dev, backbone=str(tiny_backbone),
+                              prompt_length=4, epochs=1.0, lr=1e-2),
+        said.append,
+    )  # fmt: skip
+    assert record["kept"] == "prompts" and record["probe_dev_accuracy"] == 0.0
+    assert any(line.startswith("dev accuracy") and "linear probe 0.0000" in line for line in said)
+    assert read_checkpoint(tmp_path / "again").config.prefix_from_layer == 0
+
+
+def test_without_dev_a_small_set_holds_rows_out_only_to_check_the_probe(
+    tiny_backbone, sentiment_files, tmp_path
+):
+    train, _ = sentiment_files  # 96 rows: a 10% dev split would hold 10, too few to choose steps by
+    said = []
+    record = training.train(
+        training.TrainOptions(
+            train, tmp_path / "ckpt", backbone=str(tiny_backbone), prompt_length=4, steps=20
+        ),
+        said.append,
+    )
+    assert any("only decide between the task and the linear probe" in line for line in said)
+    assert record["train_rows"] < 96 and record["history"] == []  # no step chosen on those rows
+    assert record["probe_dev_accuracy"] is not None and record["kept"] in ("probe", "prompts")
+
+
+def test_a_run_that_goes_nowhere_restarts_at_a_lower_rate_and_says_so(
+    tiny_backbone, sentiment_files, tmp_path
+):
+    train, dev = sentiment_files
+    said = []
+    options = training.TrainOptions(train, tmp_path / "ckpt", dev_file=dev, backbone=str(tiny_backbone),
+                                    prompt_length=4, steps=40, lr=1e4)  # fmt: skip
+    record = training.train(options, said.append)
+    restarts = [line for line in said if line.startswith("training diverged")]
+    assert len(restarts) == len(record["restarts"]) >= 1
+    assert record["restarts"][0]["lr"] == 1e4 and record["lr"] == 1e4 / 4 ** len(record["restarts"])
+    assert "Restarting at lr 2500" in restarts[0]
+
+
+def test_the_guard_reads_the_loss_against_the_label_shares():
+    assert training.prior_entropy([0, 1, 0, 1]) == pytest.approx(np.log(2))
+    assert training.prior_entropy([0, 0, 0, 1]) < np.log(2)  # a 3:1 set: the majority guess scores less
+
+
+def test_each_packaged_backbone_has_its_own_default_rate():
+    assert training.default_lr("all-MiniLM-L6-v2") == 5e-2
+    assert training.default_lr("sentence-transformers/all-mpnet-base-v2") == 1e-2
+    assert training.default_lr("/some/local/folder") == training.UNKNOWN_BACKBONE_LR
