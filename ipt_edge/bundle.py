@@ -23,7 +23,7 @@ from __future__ import annotations
 import threading
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from ipt_edge.manifest import Manifest, read_manifest, verified_bytes
 from ipt_edge.sessions import create_session, resolve_providers
 from ipt_edge.tables import finite_or_none
 from ipt_edge.task import Task
-from ipt_edge.tokenizer import BundleTokenizer, Text, TokenBatch
+from ipt_edge.tokenizer import BundleTokenizer, Refused, Text, TextError, TokenBatch, text_problem
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -219,16 +219,13 @@ class Bundle:
                     )
                 opened[name] = self.task(name)
         row_tasks = [opened[name] for name in names]
-        checked = [
-            _check_shape(text, index, task)
-            for index, (text, task) in enumerate(zip(texts, row_tasks, strict=True))
-        ]
+        checked = check_texts(texts, row_tasks)
         encodings: list = [None] * len(texts)
         budgets: dict[int, list[int]] = {}
         for index, task in enumerate(row_tasks):
             budgets.setdefault(task.info.max_length, []).append(index)
         for max_length, rows in budgets.items():
-            tokenized = self.text_encoder(max_length).tokenize([checked[i] for i in rows], rows)
+            tokenized = self.text_encoder(max_length).tokenize([checked[i] for i in rows])
             for row, encoding in zip(rows, tokenized, strict=True):
                 encodings[row] = encoding
         logits: list = [None] * len(texts)
@@ -261,8 +258,15 @@ class Bundle:
         if not names:
             raise ValueError("give at least one task")
         opened = [self.task(name) for name in names]  # an unknown name is a BundleError naming it
-        result = self.run(texts * len(names), [name for name in names for _ in texts], batch_size)
-        n, every, probabilities = len(texts), result.probabilities, {}
+        n = len(texts)
+        try:
+            result = self.run(texts * len(names), [name for name in names for _ in texts], batch_size)
+        except TextError as error:  # name each refused text once, by its place in `texts`
+            first: dict[int, Refused] = {}
+            for refused in error.refused:
+                first.setdefault(refused.index % n, replace(refused, index=refused.index % n))
+            raise TextError(sorted(first.values())) from None
+        every, probabilities = result.probabilities, {}
         for k, task in enumerate(opened):  # task k's rows are k * n .. (k + 1) * n - 1
             rows = every[k * n : (k + 1) * n]
             probabilities[task.name] = np.array(rows, dtype=np.float32).reshape(n, len(task.labels))
@@ -344,13 +348,31 @@ def _padder(data: bytes, name: str) -> BundleTokenizer:
         ) from None
 
 
-def _check_shape(text: Text, index: int, task: Task) -> Text:
-    """A pair task takes (text, text_pair), the others a string; what the strings hold (empty,
-    lone surrogates) is checked once, when they are tokenized (tokenizer.py)."""
-    if task.text_pair:
-        if not (isinstance(text, (tuple, list)) and len(text) == 2):
-            raise ValueError(f"text {index}: task {task.name!r} takes (text, text_pair) pairs")
-        return (text[0], text[1])
-    if not isinstance(text, str):
-        raise ValueError(f"text {index}: task {task.name!r} takes single strings")
-    return text
+def check_texts(texts: Sequence[Any], tasks: Sequence[Task]) -> list[Text]:
+    """The one check of the texts that come into the runtime (Bundle.run; js/src/bundle.js's _run
+    is the same): each has its task's shape, (text, text_pair) for a pair task and a string for
+    the others, and strings text_problem passes. A wrong shape or a string that is not a string
+    is a mistake of the caller's code, raised at once (ValueError, TypeError); texts that are empty
+    or not UTF-8 are bad data, gathered into one TextError that names every one."""
+    checked: list[Text] = []
+    refused: list[Refused] = []
+    for index, (text, task) in enumerate(zip(texts, tasks, strict=True)):
+        if task.text_pair:
+            if not (isinstance(text, (tuple, list)) and len(text) == 2):
+                raise ValueError(f"text {index}: task {task.name!r} takes (text, text_pair) pairs")
+            checked.append((text[0], text[1]))
+        elif isinstance(text, str):
+            checked.append(text)
+        else:
+            raise ValueError(f"text {index}: task {task.name!r} takes single strings")
+        parts = checked[-1] if isinstance(checked[-1], tuple) else (checked[-1],)
+        for part_index, part in enumerate(parts):
+            if not isinstance(part, str):
+                raise TypeError(f"text {index} is {type(part).__name__}, expected str")
+            problem = text_problem(part)
+            if problem is not None:
+                refused.append(Refused(index, part_index, problem))
+                break
+    if refused:
+        raise TextError(refused)
+    return checked

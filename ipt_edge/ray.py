@@ -32,9 +32,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ipt_edge.scoring import Outputs, Scorer, chunk_texts, probabilities, scored_table
+from ipt_edge.bundle import check_texts
+from ipt_edge.scoring import Outputs, Scorer, chunk_texts, probabilities, refused_row, scored_table
 from ipt_edge.tables import Chunk, TableError
-from ipt_edge.tokenizer import Text
+from ipt_edge.tokenizer import Text, TextError
 
 if TYPE_CHECKING:
     from ipt_edge.task import Task
@@ -119,7 +120,11 @@ class IptPredictor:
         texts, tasks, _ = chunk_texts(
             Path("dataset"), chunk, self.text_column, self.text_pair_column, self.outputs
         )
-        probs, truncated = probabilities(self.bundle, texts, tasks, self.outputs, self.batch_size)
+        try:
+            probs, truncated = probabilities(self.bundle, texts, tasks, self.outputs, self.batch_size)
+        except TextError as error:
+            columns = [self.text_column, self.text_pair_column]
+            raise refused_row(error, Path("dataset"), chunk, columns) from None
         table = scored_table(batch, self.outputs, probs)
         if self.count_truncated:  # the batch's count in its first row, for the driver's note
             counts = np.zeros(batch.num_rows, dtype=np.int64)
@@ -201,7 +206,7 @@ class RayScorer(Scorer):
         self.ray = ray = import_ray()
         self.provider = provider
         self.bundle = Path(bundle).resolve()
-        self.task, self.labels, self.text_pair = task.name, list(task.labels), task.text_pair
+        self.task, self.labels, self.text_pair = task, list(task.labels), task.text_pair
         self.outputs = Outputs.single(task.name, self.labels)
         self.label_indexes = {task.name: dict(task.label_index)}
         self.threads, self.batch_size, self.precision = threads, batch_size, precision
@@ -229,8 +234,11 @@ class RayScorer(Scorer):
         self._next = 0
 
     def submit(self, texts: list[Text]) -> None:
+        """Checks the texts (a TextError names each refused one), as Bundle.run would in an actor,
+        where a refused text could be named only by its row in the actor's batch."""
         import pyarrow as pa
 
+        check_texts(texts, [self.task] * len(texts))
         columns: dict[str, Any] = {ROW_ID: pa.array(range(self._rows, self._rows + len(texts)), pa.int64())}
         if self.text_pair:
             columns["text"] = pa.array([t[0] for t in texts], pa.string())
@@ -248,7 +256,7 @@ class RayScorer(Scorer):
         self.workers = max(1, min(self.workers, len(self._refs)))
         self._refs = []
         scored = score_dataset(
-            ds, self.bundle, self.task, text_column="text",
+            ds, self.bundle, self.task.name, text_column="text",
             text_pair_column="text_pair" if self.text_pair else None, workers=self.workers,
             threads=self.threads, batch_size=self.batch_size, batch_rows=self._batch_rows,
             precision=self.precision, provider=self.provider, preserve_order=True, count_truncated=True,

@@ -52,7 +52,7 @@ from ipt_edge.tables import (
     row_text,
     rows_to_arrow,
 )
-from ipt_edge.tokenizer import Text
+from ipt_edge.tokenizer import Text, TextError
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -169,6 +169,15 @@ def chunk_texts(
                 )
             golds.append(outputs.tasks[task][index[gold]])
     return texts, tasks, golds
+
+
+def refused_row(error: TextError, path: Path, chunk: Chunk, columns: list[str | None]) -> TableError:
+    """The first text the runtime refused (of a chunk's texts, in order), named as the input names
+    it: the file, the row and the column (`columns`: the text's, the pair's)."""
+    refused = error.refused[0]
+    return TableError(
+        f"{path}:{chunk.lines[refused.index]}: column {columns[refused.part]!r} {refused.problem}"
+    )
 
 
 def probabilities(
@@ -447,13 +456,17 @@ def score_file(
                 reader = stack.enter_context(TableReader(input_file))  # read again, in the run's chunks
                 chunks = reader.chunks(chunk_rows)
                 first = next(chunks)
+            text_columns = [text_column, text_pair_column]
             check = lambda chunk: chunk_texts(  # noqa: E731
                 input_file, chunk, text_column, text_pair_column, outputs, label_column, scorer.label_indexes
             )  # fmt: skip
             if scorer.needs_all_texts:  # a first pass ships every text, results come back in order
                 with TableReader(input_file) as first_pass:
                     for chunk in _after(first_pass.chunks(chunk_rows), state.rows, sidecar):
-                        scorer.submit(check(chunk)[0])
+                        try:
+                            scorer.submit(check(chunk)[0])
+                        except TextError as error:
+                            raise refused_row(error, input_file, chunk, text_columns) from None
                 scorer.run()
             try:
                 if out_format != "parquet" and state.temp is not None:
@@ -465,7 +478,10 @@ def score_file(
                     )
                 for chunk in _after(_chain(first, chunks), state.rows, sidecar):
                     texts, tasks, golds = check(chunk)
-                    probs, truncated = scorer.probabilities(texts, tasks)
+                    try:
+                        probs, truncated = scorer.probabilities(texts, tasks)
+                    except TextError as error:
+                        raise refused_row(error, input_file, chunk, text_columns) from None
                     state.truncated += truncated
                     if golds:  # one group of columns: a row's prediction is its best filled column
                         predicted = np.argmax(np.where(np.isnan(probs), -np.inf, probs), axis=1)

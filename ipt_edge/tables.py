@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, cast
 
 from ipt_edge.atomic import commit, umask
-from ipt_edge.tokenizer import Text
+from ipt_edge.tokenizer import Text, text_problem
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -419,18 +419,13 @@ def _shown(value: Any) -> str:
 
 
 def row_text(path: Path, line: Any, row: dict[str, Any], column: str, pair_column: str | None = None) -> Text:
-    """The text (or (text, text_pair)) of a row: present, a string, not blank."""
+    """The text (or (text, text_pair)) of a row: each column present and a string. What the
+    strings hold is checked once, where they come into the runtime (tokenizer.text_problem)."""
     parts = []
     for name in (column, pair_column) if pair_column else (column,):
         value = _field(path, line, row, name)
         if not isinstance(value, str):
             raise TableError(f"{path}:{line}: column {name!r} should be a string, got {_shown(value)}")
-        if not value.strip():
-            raise TableError(f"{path}:{line}: column {name!r} is empty")
-        if not is_utf8(value):
-            raise TableError(
-                f"{path}:{line}: column {name!r} holds a lone surrogate (\\ud800-\\udfff), not text"
-            )
         parts.append(value)
     return (parts[0], parts[1]) if pair_column else parts[0]
 
@@ -449,18 +444,23 @@ def row_label(path: Path, line: Any, row: dict[str, Any], column: str) -> str:
 def read_labelled(
     path: str | Path, text_column: str, pair_column: str | None, label_column: str
 ) -> Iterator[tuple[int, Text, str]]:
-    """`(line, text, label)` of each row of a labelled file; the columns are checked at the first row."""
+    """`(line, text, label)` of each row of a labelled file; the columns are checked at the first row.
+
+    Training's texts come in here, and go to the tokenizer without Bundle.run: so they are
+    checked here (text_problem), each named by its line and column."""
     path = Path(path)
     wanted = {"--text-column": text_column, "--text-pair-column": pair_column, "--label-column": label_column}
     with TableReader(path) as reader:
         for count, (line, row) in enumerate(reader):
             if count == 0:  # JSONL knows its columns only once it has read a row
                 require_columns(path, reader.columns, wanted)
-            yield (
-                line,
-                row_text(path, line, row, text_column, pair_column),
-                row_label(path, line, row, label_column),
-            )
+            text = row_text(path, line, row, text_column, pair_column)
+            parts = text if isinstance(text, tuple) else (text,)
+            for column, part in zip((text_column, pair_column), parts, strict=False):
+                problem = text_problem(part)
+                if problem is not None:
+                    raise TableError(f"{path}:{line}: column {column!r} {problem}")
+            yield line, text, row_label(path, line, row, label_column)
 
 
 def _json_kind(value: Any) -> str:

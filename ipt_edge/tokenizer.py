@@ -1,6 +1,8 @@
 """Texts to padded id arrays with the bundle's tokenizer.json (the `tokenizers` library, no torch).
 
 Training uses this same class, so the ids a task was trained on are the ids it is served with.
+What a text may hold is said once, by `text_problem`: the runtime checks every text with it where
+the text comes in (Bundle.run, training's reader), and the tokenizer takes the texts as checked.
 """
 
 from __future__ import annotations
@@ -39,6 +41,42 @@ def _pad_token(tokenizer: Tokenizer) -> tuple[int, str]:
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")  # what UTF-8 cannot encode
+
+
+def text_problem(part: str) -> str | None:
+    """What makes a string unusable as a text ("is empty", "is not valid UTF-8 ..."), or None.
+
+    It reads the string without copying it (no strip(), no encode()): a 20 MB text costs no second
+    20 MB, and one of any length that starts with a letter is known not to be blank at once."""
+    if not part or part.isspace():
+        return "is empty"
+    if _SURROGATE.search(part):
+        return "is not valid UTF-8 (it holds a lone surrogate)"
+    return None
+
+
+@dataclass(frozen=True, order=True)
+class Refused:
+    """One text refused: its place in the call, which of its strings (0: the text, 1: a pair's
+    second text) and what is wrong with it (text_problem's words)."""
+
+    index: int
+    part: int
+    problem: str
+
+
+class TextError(ValueError):
+    """Texts that cannot be read, every one of the call, in input order (`refused`). The message
+    names the first as the runtime does ("text 3 is empty"); a caller with names of its own (a
+    file's line and column, a line of stdin) names them from `refused`."""
+
+    def __init__(self, refused: list[Refused]):
+        super().__init__(f"text {refused[0].index} {refused[0].problem}")
+        self.refused = refused
+
+    def __reduce__(self) -> tuple[type, tuple[list[Refused]]]:  # pickled (by Ray) as it was made
+        return TextError, (self.refused,)
+
 
 # How a character behaves in the backbone's normalizer and pre-tokenizer (see _Reducer.kind).
 SPLIT = "split"  # the pre-tokenizer splits on both sides of it (whitespace, punctuation, CJK)
@@ -244,18 +282,8 @@ class BundleTokenizer:
         self._counter: Tokenizer | None = None  # untruncated twin, made on first need
         self._reducer: _Reducer | None = None  # made on the first long text
 
-    def tokenize(self, texts: Sequence[Text], numbers: Sequence[int] | None = None) -> list[Encoding]:
-        """Unpadded encodings; raises on an empty or non-string text, naming it "text N" (N: its
-        index, or numbers[index] when the texts are some rows of a larger call)."""
-        for position, text in enumerate(texts):
-            index = numbers[position] if numbers is not None else position
-            for part in _parts(text):
-                if not isinstance(part, str):
-                    raise TypeError(f"text {index} is {type(part).__name__}, expected str")
-                if not part or part.isspace():  # not strip() or encode(): no copy of a 20 MB text
-                    raise ValueError(f"text {index} is empty")
-                if _SURROGATE.search(part):
-                    raise ValueError(f"text {index} is not valid UTF-8 (it holds a lone surrogate)")
+    def tokenize(self, texts: Sequence[Text]) -> list[Encoding]:
+        """Unpadded encodings of texts already checked (text_problem), in input order."""
         cuts = [[self._cut(part, self.char_limit) for part in _parts(text)] for text in texts]
         # A pair with a cut part is tokenized part by part (_encode_cut_pair), never as a pair.
         batch = [i for i, parts in enumerate(cuts) if len(parts) == 1 or not any(cut for _, cut in parts)]

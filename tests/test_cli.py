@@ -207,6 +207,15 @@ def test_score_text_pair_column_scores_pairs(pair_bundle, tmp_path):
     np.testing.assert_allclose([[r["prob_differ"], r["prob_same"]] for r in records], expected, atol=1e-6)
 
 
+def test_score_names_the_column_of_a_refused_pair_text(pair_bundle, tmp_path):
+    rows = [("a good film", "it is good", "same"), ("a film", "\u3000", "same")]
+    source = write_tsv(tmp_path / "in.tsv", ["premise", "hypothesis", "label"], rows)
+    result = run("score", source, "-o", tmp_path / "out.tsv", "-b", pair_bundle, "--text-column", "premise",
+                 "--text-pair-column", "hypothesis")  # fmt: skip
+    assert result.exit_code == 2
+    assert "in.tsv:3: column 'hypothesis' is empty" in result.output
+
+
 def test_score_on_a_pair_task_without_text_pair_column_says_to_pass_it(pair_bundle, tmp_path):
     source = write_tsv(tmp_path / "in.tsv", ["text", "hypothesis"], [("the film was good", "it is good")])
     result = run("score", source, "-o", tmp_path / "out.tsv", "-b", pair_bundle)

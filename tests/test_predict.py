@@ -69,6 +69,18 @@ def test_a_bad_stdin_line_is_named_and_the_others_are_answered(bundle):
     assert "3 of 5 inputs were not answered" in result.stderr
 
 
+def test_a_pair_line_with_a_blank_part_names_the_part(mixed):
+    lines = "a good film\tit is good\ngood\t \n\tit is good\nno tab here\n"
+    result = run("predict", "-b", mixed, "--task", "entail", stdin=lines)
+    assert result.exit_code == 2
+    assert [line.split("\t")[-2:] for line in result.stdout.splitlines()] == [["a good film", "it is good"]]
+    assert result.stderr.splitlines()[:3] == [  # in input order, the bundle's refusals and predict's own
+        "error: stdin line 2: TEXT_PAIR is empty",
+        "error: stdin line 3: TEXT is empty",
+        "error: stdin line 4: task 'entail' takes pairs, written TEXT<tab>TEXT_PAIR",
+    ]
+
+
 def test_a_bad_argument_is_named_and_the_others_are_answered(bundle):
     result = run("predict", "-b", bundle, "--json", "good", "", "dull")
     assert result.exit_code == 2

@@ -116,6 +116,17 @@ def test_engine_ray_writes_the_local_output(cluster, bundle, tmp_path):
     assert expected != "accuracy 0.0000 (0/300) against column 'label'"
 
 
+def test_engine_ray_names_a_refused_text_by_its_line_before_any_is_shipped(cluster, bundle, tmp_path):
+    rows = [(t,) for t, _ in sentiment_rows(30, seed=35)]
+    rows[23] = (" ",)
+    source = write_tsv(tmp_path / "in.tsv", ["text"], rows)
+    result = runner.invoke(app, ["score", str(source), "-o", str(tmp_path / "out.tsv"), "-b", str(bundle),
+                                 "--chunk-rows", "10", "--engine", "ray", "--workers", "1"])  # fmt: skip
+    assert result.exit_code == 2
+    assert "in.tsv:25: column 'text' is empty" in result.output
+    assert not (tmp_path / "out.tsv").exists()
+
+
 def test_engine_ray_parquet_output_equals_local(cluster, bundle, tmp_path):
     rows = sentiment_rows(150, seed=33)
     pq.write_table(pa.table({"n": list(range(150)), "text": [t for t, _ in rows]}), tmp_path / "in.parquet")

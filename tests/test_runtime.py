@@ -10,6 +10,7 @@ from ipt_edge.bundle import Bundle
 from ipt_edge.classifier import Classifier
 from ipt_edge.errors import BundleError
 from ipt_edge.sessions import ProviderError
+from ipt_edge.tokenizer import TextError
 
 TEXTS = ["the film was good", "dull", "a very lovely story and a great cast", "poor plot", "superb"]
 
@@ -51,6 +52,25 @@ def test_batch_size_and_padding_do_not_change_results(classifier):
 def test_empty_text_is_an_error_naming_it(classifier):
     with pytest.raises(ValueError, match=r"text 1 is empty"):
         classifier.predict(["good", "   "])
+
+
+def test_every_refused_text_is_named_once_by_its_place_in_the_call(bundle):
+    """Bundle.run checks every text before any is tokenized; one TextError names each refused one
+    (its index, which string, what is wrong), its message the first."""
+    loaded = Bundle.load(bundle)
+    texts = ["good", "", "fine", "bad \ud800 text", " \t "]
+    with pytest.raises(TextError, match=r"^text 1 is empty$") as raised:
+        loaded.run(texts, "sentiment")
+    refused = [(r.index, r.part, r.problem) for r in raised.value.refused]
+    lone = "is not valid UTF-8 (it holds a lone surrogate)"
+    assert refused == [(1, 0, "is empty"), (3, 0, lone), (4, 0, "is empty")]
+
+
+def test_predict_tasks_names_a_refused_text_once_by_its_place_in_the_texts(multi):
+    # Each text runs once per task (rows k * n + i); the refusal names text i, once.
+    with pytest.raises(TextError, match=r"^text 2 is empty$") as raised:
+        Bundle.load(multi).predict_tasks(["good", "fine", "", "ok", "  "], ["cnn5", "attn4", "mlp4"])
+    assert [(r.index, r.problem) for r in raised.value.refused] == [(2, "is empty"), (4, "is empty")]
 
 
 def test_a_bare_string_is_refused(classifier):

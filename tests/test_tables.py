@@ -2,7 +2,7 @@
 
 import pytest
 
-from ipt_edge.tables import AtomicTableWriter, TableError, TableReader
+from ipt_edge.tables import AtomicTableWriter, TableError, TableReader, read_labelled
 
 
 def test_tsv_is_read_without_quote_processing(tmp_path):
@@ -69,3 +69,14 @@ def test_tsv_refuses_a_tab_inside_a_field_and_leaves_no_output(tmp_path):
         writer.write({"text": "fine"})
         writer.write({"text": "a\tb"})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_labelled_file_names_a_text_that_cannot_be_trained_on(tmp_path):
+    # Training's texts go to the tokenizer without Bundle.run: read_labelled checks them itself.
+    path = tmp_path / "train.jsonl"
+    path.write_text('{"a": "fine", "b": "ok", "y": 1}\n{"a": "fine", "b": "\\ud800", "y": 0}\n')
+    with pytest.raises(TableError, match=r"train.jsonl:2: column 'b' is not valid UTF-8 \(it holds a lone"):
+        list(read_labelled(path, "a", "b", "y"))
+    path.write_text('{"a": "fine", "y": 1}\n{"a": " \\t", "y": 0}\n')
+    with pytest.raises(TableError, match=r"train.jsonl:2: column 'a' is empty"):
+        list(read_labelled(path, "a", None, "y"))

@@ -1,9 +1,10 @@
 """`ipt-edge predict`: classify texts given as arguments or on stdin, with one task or several.
 
 Inputs are read, answered and printed a chunk at a time, in input order, so answers stream and
-memory does not grow with stdin. An input is checked once, as it is read: a bad one (not UTF-8,
-blank, a pair task's line without a tab) is named on stderr and left out, the others are still
-answered, and the command exits 2 at the end.
+memory does not grow with stdin. A bad input costs only itself: a line that is not UTF-8, or a
+pair task's line without a tab, is named as it is read, and a text the bundle refuses (blank;
+Bundle.run checks every text once) is named from the bundle's TextError; either is reported on
+stderr in its place among the answers, the others are answered, and the command exits 2 at the end.
 """
 
 from __future__ import annotations
@@ -32,11 +33,10 @@ from ipt_edge.cli.app import (
     report_error,
     say,
 )
-from ipt_edge.tables import is_utf8
-from ipt_edge.tokenizer import Text
+from ipt_edge.tokenizer import Refused, Text, TextError
 
 if TYPE_CHECKING:
-    from ipt_edge.bundle import Bundle
+    from ipt_edge.bundle import Bundle, TaskProbabilities
     from ipt_edge.task import Task
 
 # Inputs read, answered and printed at a time: enough rows to sort into well-filled batches, few
@@ -54,8 +54,9 @@ class _Input:
     tasks: list[Task]  # the tasks that answer it
 
 
-class _BadInput(Exception):
-    """An input that cannot be answered; the message names it."""
+# What becomes of an input: its answers (a call's TaskProbabilities and its row there), or the
+# message that names it and says why it was not answered.
+_Outcome = tuple["TaskProbabilities", int] | str
 
 
 @app.command()
@@ -99,15 +100,17 @@ def predict(
         )
     given = bad = truncated = 0
     for chunk in _chunks(_given(texts), max(STDIN_CHUNK, batch_size)):  # at least one full batch
-        inputs = []
-        for place, raw in chunk:
-            given += 1
-            try:
-                inputs.append(_checked(place, raw, pair, single))
-            except _BadInput as error:
+        inputs = [_read(place, raw, pair, single) for place, raw in chunk]
+        outcomes, chunk_truncated = _answer(loaded, inputs, batch_size)
+        for item, outcome in zip(inputs, outcomes, strict=True):
+            if isinstance(outcome, str):
                 bad += 1
-                report_error(str(error))
-        truncated += _answer(loaded, inputs, batch_size, as_json, named=len(tasks) > 1)
+                report_error(outcome)
+            else:
+                assert isinstance(item, _Input)
+                typer.echo(_shown(item, *outcome, as_json, named=len(tasks) > 1))
+        given += len(chunk)
+        truncated += chunk_truncated
         sys.stdout.flush()  # this chunk's answers now, not when a pipe's buffer fills
     if not given:
         fail("no texts: pass them as arguments or one per line on stdin")
@@ -131,44 +134,65 @@ def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield chunk
 
 
-def _checked(place: str, raw: str | bytes, pair: list[Task], single: list[Task]) -> _Input:
-    """One input, checked once: valid UTF-8, not blank, and split at its tab when pair tasks read
-    it. A line with a tab goes to the pair tasks, one without to the single-text tasks; where only
-    one kind was asked for, every line goes to that kind."""
-    # Invalid bytes become lone surrogates, as in an argument of invalid UTF-8: one check for both.
-    line = raw.decode("utf-8", "surrogateescape").rstrip("\r\n") if isinstance(raw, bytes) else raw
-    if not is_utf8(line):
-        raise _BadInput(f"{place} is not valid UTF-8")
-    if not line.strip():
-        raise _BadInput(f"{place} is empty")
+def _read(place: str, raw: str | bytes, pair: list[Task], single: list[Task]) -> _Input | str:
+    """One input as its tasks read it, or the message naming why it cannot be: a line that is not
+    UTF-8, or a pair task's line without its tab. A line with a tab goes to the pair tasks, one
+    without to the single-text tasks; where only one kind was asked for, every line goes to it.
+    What the text holds is checked by the bundle (Bundle.run), not here."""
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return f"{place} is not valid UTF-8"
+    line = raw.rstrip("\r\n")
     if not pair or (single and "\t" not in line):
         return _Input(place, line, line, single)
     first, tab, second = line.partition("\t")
-    if not tab or not first.strip() or not second.strip():
-        raise _BadInput(f"{place}: task {pair[0].name!r} takes pairs, written TEXT<tab>TEXT_PAIR")
+    if not tab:
+        return f"{place}: task {pair[0].name!r} takes pairs, written TEXT<tab>TEXT_PAIR"
     return _Input(place, line, (first, second), pair)
 
 
-def _answer(bundle: Bundle, inputs: list[_Input], batch_size: int, as_json: bool, named: bool) -> int:
-    """Answer a chunk's inputs (each by its tasks) and print them in input order; returns how many
-    of them were truncated."""
-    rows_of: dict[tuple[str, ...], list[int]] = {}  # the inputs each set of tasks answers
+def _answer(bundle: Bundle, inputs: list[_Input | str], batch_size: int) -> tuple[list[_Outcome], int]:
+    """Each input's outcome, in input order, and how many of those answered were truncated. The
+    inputs one set of tasks answers share one call; should the bundle refuse some of their texts,
+    those are named and the others asked again (so only a chunk with a bad text pays that)."""
+    outcomes: list[_Outcome] = [item if isinstance(item, str) else "" for item in inputs]
+    rows_of: dict[tuple[str, ...], list[tuple[int, _Input]]] = {}  # the inputs each set of tasks answers
     for index, item in enumerate(inputs):
-        rows_of.setdefault(tuple(t.name for t in item.tasks), []).append(index)
-    answered: list = [None] * len(inputs)
+        if isinstance(item, _Input):
+            rows_of.setdefault(tuple(t.name for t in item.tasks), []).append((index, item))
     truncated = 0
     for names, rows in rows_of.items():
-        answers = bundle.predict_tasks([inputs[i].text for i in rows], names, batch_size)
+        try:
+            answers = bundle.predict_tasks([item.text for _, item in rows], names, batch_size)
+        except TextError as error:
+            for refused in error.refused:
+                index, item = rows[refused.index]
+                outcomes[index] = _refusal(item, refused)
+            gone = {refused.index for refused in error.refused}
+            rows = [row for k, row in enumerate(rows) if k not in gone]
+            answers = bundle.predict_tasks([item.text for _, item in rows], names, batch_size)
         truncated += int(answers.truncated.sum())
-        for k, index in enumerate(rows):
-            answered[index] = (answers, k)
-    for item, (answers, k) in zip(inputs, answered, strict=True):
-        if as_json:
-            typer.echo(json.dumps(answers.record(k), ensure_ascii=False, allow_nan=False))
-        elif named:
-            best = answers.best(k).items()
-            typer.echo("\t".join(f"{name}:{label} {p:.4f}" for name, (label, p) in best) + f"\t{item.line}")
-        else:
-            ((label, p),) = answers.best(k).values()
-            typer.echo(f"{label}\t{p:.4f}\t{item.line}")
-    return truncated
+        for k, (index, _) in enumerate(rows):
+            outcomes[index] = (answers, k)
+    return outcomes, truncated
+
+
+def _refusal(item: _Input, refused: Refused) -> str:
+    """A refused text named as predict names its inputs: "stdin line 7 is empty"; a pair's part
+    as the help writes it, "stdin line 7: TEXT_PAIR is empty"."""
+    if isinstance(item.text, tuple):
+        return f"{item.place}: {('TEXT', 'TEXT_PAIR')[refused.part]} {refused.problem}"
+    return f"{item.place} {refused.problem}"
+
+
+def _shown(item: _Input, answers: TaskProbabilities, k: int, as_json: bool, named: bool) -> str:
+    """An answer's line: the JSON record, or the best label(s) and probability, then the input."""
+    if as_json:
+        return json.dumps(answers.record(k), ensure_ascii=False, allow_nan=False)
+    if named:
+        best = answers.best(k).items()
+        return "\t".join(f"{name}:{label} {p:.4f}" for name, (label, p) in best) + f"\t{item.line}"
+    ((label, p),) = answers.best(k).values()
+    return f"{label}\t{p:.4f}\t{item.line}"
