@@ -330,7 +330,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("command", choices=["run", "table", "grid", "split"])
+    parser.add_argument("command", choices=["run", "table", "grid", "split", "curves"])
     parser.add_argument("--task", choices=sorted(TASKS))
     parser.add_argument("--method", help="probe, finetune, or a generator family (e.g. mlp-prefix)")
     parser.add_argument("--seeds", default="0")
@@ -363,8 +363,36 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="grid: runs at once")
     parser.add_argument("--lr-from", type=Path, help="grid: a sweep's results; jobs without lr take its best")
     parser.add_argument("--work", default="work/accuracy")
-    parser.add_argument("--results", type=Path, default=Path("docs/accuracy-results.jsonl"))
+    parser.add_argument(
+        "--results",
+        type=Path,
+        help="default: docs/accuracy-results.jsonl; curves: docs/learning-curves.jsonl",
+    )
+    parser.add_argument("--per-class", default="8,16,64", help="curves: rows per label, comma-separated")
+    parser.add_argument("--subsets", type=int, default=3, help="curves: subsets per size (subset i: seed i)")
+    parser.add_argument(
+        "--methods", default="default,probe", help="curves: default,prefix,probe,setfit,finetune"
+    )
+    parser.add_argument(
+        "--setfit-python", default="work/setfit-venv/bin/python", help="curves: SetFit's venv"
+    )
+    parser.add_argument("--table", action="store_true", help="curves: print the table of --results")
     args = parser.parse_args()
+    if args.command == "curves":
+        import learning_curves
+
+        results = args.results or Path("docs/learning-curves.jsonl")
+        if args.table:
+            print(learning_curves.table(results))
+            return
+        if args.task is None:
+            parser.error("curves: --task is required")
+        learning_curves.run(
+            TASKS, args.task, [int(n) for n in args.per_class.split(",")], args.subsets, args.methods.split(","),
+            args.backbone or DEFAULT_BACKBONE, results, args.setfit_python,
+        )  # fmt: skip
+        return
+    args.results = args.results or Path("docs/accuracy-results.jsonl")
     if args.command == "table":
         known = ", ".join(sorted(g.stem for g in GRIDS.glob("*.jsonl")))
         for name in args.grid or []:
