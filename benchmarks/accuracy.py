@@ -271,8 +271,20 @@ def best_lrs(sweep: Path) -> dict[str, float]:
     return {m: max(lrs, key=lambda lr: statistics.mean(lrs[lr])) for m, lrs in dev.items()}
 
 
+def unfinished(jobs: list[dict], results: Path) -> list[dict]:
+    """The jobs no run of `results` is (from_job): a grid run again resumes where it stopped."""
+    runs = (
+        [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+        if results.exists()
+        else []
+    )
+    runs = [r for r in runs if "error" not in r]  # error rows of older grids are not finished runs
+    return [job for job in jobs if not any(from_job(r, job) for r in runs)]
+
+
 def grid(args: argparse.Namespace) -> None:
-    """Run every job of --jobs, --workers at a time; append each finished run to --results.
+    """Run every job of --jobs not yet in --results, --workers at a time; append each finished run
+    to --results, and each failed one to --errors (never to the results: a rerun retries it).
     With --lr-from SWEEP, a job without "lr" whose method the sweep tried takes its best dev lr."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -282,14 +294,19 @@ def grid(args: argparse.Namespace) -> None:
         chosen = best_lrs(args.lr_from)
         print(f"learning rates chosen on dev: {chosen}", flush=True)
         jobs = [{"lr": chosen[j["method"]], **j} if j["method"] in chosen else j for j in jobs]
+    todo = unfinished(jobs, args.results)
+    print(
+        f"{len(jobs) - len(todo)} of {len(jobs)} jobs already in {args.results}: running {len(todo)}",
+        flush=True,
+    )
     context = multiprocessing.get_context("spawn")  # CUDA cannot be shared by forked processes
     with ProcessPoolExecutor(args.workers, mp_context=context) as pool:
-        futures = [pool.submit(_grid_job, job, args) for job in jobs]
+        futures = [pool.submit(_grid_job, job, args) for job in todo]
         for done, future in enumerate(as_completed(futures), 1):
             report = future.result()
-            with open(args.results, "a", encoding="utf-8") as file:
+            with open(args.errors if "error" in report else args.results, "a", encoding="utf-8") as file:
                 file.write(json.dumps(report) + "\n")
-            print(f"[{done}/{len(jobs)}] {json.dumps(report)[:300]}", flush=True)
+            print(f"[{done}/{len(todo)}] {json.dumps(report)[:300]}", flush=True)
 
 
 def _with_word(header: str, row: str) -> str:
@@ -363,6 +380,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="grid: runs at once")
     parser.add_argument("--lr-from", type=Path, help="grid: a sweep's results; jobs without lr take its best")
     parser.add_argument("--work", default="work/accuracy")
+    parser.add_argument(
+        "--errors", type=Path, default=Path("work/accuracy-errors.jsonl"), help="grid: failed runs"
+    )
     parser.add_argument(
         "--results",
         type=Path,
