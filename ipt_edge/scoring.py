@@ -37,20 +37,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ipt_edge.atomic import commit, write_text_atomic
+from ipt_edge.parquet import arrow_schema_for_rows, parquet_files, pyarrow_modules, rows_to_arrow
 from ipt_edge.tables import (
     AtomicTableWriter,
     Chunk,
     TableError,
     TableReader,
-    arrow_schema_for_rows,
     detect_format,
     finite_or_none,
-    parquet_files,
-    pyarrow_modules,
     require_columns,
     row_label,
     row_text,
-    rows_to_arrow,
 )
 from ipt_edge.tokenizer import Text, TextError
 
@@ -393,10 +390,10 @@ def score_file(
     sidecar = sidecar_path(out)
     owned = False  # whether this run may remove the sidecar when it stops
     report = ScoreReport()
-    writer: AtomicTableWriter | None = None
+    writer: Any = None
     try:
         with contextlib.ExitStack() as stack:
-            reader = stack.enter_context(TableReader(input_file))
+            reader: Any = stack.enter_context(TableReader(input_file))
             try:
                 out_format = detect_format(out)
             except TableError:
@@ -490,7 +487,7 @@ def score_file(
                         table = (
                             chunk.table if chunk.table is not None else _arrow(chunk, schema, as_json, out)
                         )
-                        part = AtomicTableWriter(
+                        part: Any = AtomicTableWriter(
                             sidecar / f"part-{state.parts:06d}.parquet", [], "parquet",
                             schema=output_schema(schema, outputs), temp_dir=sidecar,
                         )  # fmt: skip

@@ -42,7 +42,8 @@ import sys, time
 from pathlib import Path
 
 import ipt_edge.scoring as scoring
-from ipt_edge.tables import AtomicTableWriter
+from ipt_edge.parquet import ParquetWriter
+from ipt_edge.tables import AtomicFile
 
 point, rows, marker = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
 del sys.argv[1:4]
@@ -69,8 +70,8 @@ def hooked_save(sidecar, state):
 scoring._save = hooked_save
 
 
-def after(name, condition):
-    original = getattr(AtomicTableWriter, name)
+def after(cls, name, condition):
+    original = getattr(cls, name)
 
     def hooked(self, *args, **kwargs):
         result = original(self, *args, **kwargs)
@@ -78,18 +79,18 @@ def after(name, condition):
             stop()
         return result
 
-    setattr(AtomicTableWriter, name, hooked)
+    setattr(cls, name, hooked)
 
 
-def before(name, condition):
-    original = getattr(AtomicTableWriter, name)
+def before(cls, name, condition):
+    original = getattr(cls, name)
 
     def hooked(self, *args, **kwargs):
         if condition(self):
             stop()
         return original(self, *args, **kwargs)
 
-    setattr(AtomicTableWriter, name, hooked)
+    setattr(cls, name, hooked)
 
 
 def is_out(writer):
@@ -97,11 +98,11 @@ def is_out(writer):
 
 
 if point == "written":
-    after("checkpoint", lambda w: saved["rows"] == rows)  # text formats: flushed, not yet committed
-    after("commit", lambda w: w.path.name.startswith("part-") and saved["rows"] == rows)  # a Parquet part
+    after(AtomicFile, "checkpoint", lambda w: saved["rows"] == rows)  # text formats: flushed, not committed
+    after(AtomicFile, "commit", lambda w: w.path.name.startswith("part-") and saved["rows"] == rows)  # a part
 elif point == "assembling":
-    after("write_table", lambda w: is_out(w))  # Parquet: the first part copied into the output
-    before("finish", lambda w: is_out(w))  # text formats: the output completed
+    after(ParquetWriter, "write_table", lambda w: is_out(w))  # Parquet: the first part copied into the output
+    before(AtomicFile, "finish", lambda w: is_out(w))  # text formats: the output completed
 else:
     assert point == "committed", point
 
