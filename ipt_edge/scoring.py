@@ -1,12 +1,16 @@
 """The scoring job: every row of a table gets `prediction` and one `prob_<label>` per label.
 
 One code path turns rows into prediction columns, for `ipt-edge score` (local or `--engine ray`)
-and for `ipt_edge.ray`'s predictor: `chunk_texts` checks a chunk's rows (tables.row_text /
-row_label) and `scored_rows` / `scored_table` add the columns.
+and for `ipt_edge.ray`'s predictor: `chunk_texts` reads a chunk's fields (tables.row_text /
+row_label), the bundle checks the texts (a refused one is named by its row: `refused_row`), and
+`scored_rows` / `scored_table` add the columns.
 
-`score_file` streams a file (or a folder of Parquet files) in chunks of `chunk_rows` rows and
-commits each chunk: progress survives SIGKILL, and `resume=True` continues after the last
-committed chunk. The partial state lives in a hidden sidecar beside the output:
+`score_file` streams a file (or a folder of Parquet files) in chunks of `chunk_rows` rows: it
+prepares (the output's format and schema, the columns), starts or resumes, then per chunk runs
+and commits, the output's sink writing the chunk (_TextSink: appended to one growing file;
+_ParquetSink: a part file) before progress.json records it. Progress survives SIGKILL, and
+`resume=True` continues after the last committed chunk. The partial state lives in a hidden
+sidecar beside the output:
 
     .<out>.ipt-edge-resume/
         progress.json          written atomically after each chunk: input identity, options,
@@ -25,19 +29,24 @@ so a resumed output is byte-identical to an uninterrupted one.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import shutil
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ipt_edge.atomic import commit, write_text_atomic
-from ipt_edge.parquet import arrow_schema_for_rows, parquet_files, pyarrow_modules, rows_to_arrow
+from ipt_edge.parquet import (
+    ParquetWriter,
+    arrow_schema_for_rows,
+    parquet_files,
+    pyarrow_modules,
+    rows_to_arrow,
+)
 from ipt_edge.tables import (
     AtomicTableWriter,
     Chunk,
@@ -53,6 +62,9 @@ from ipt_edge.tokenizer import Text, TextError
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+    from ipt_edge.delimited import DelimitedWriter
+    from ipt_edge.jsonl import JsonlWriter
 
 SIDECAR_SUFFIX = ".ipt-edge-resume"
 PROGRESS_FILE = "progress.json"
@@ -381,163 +393,240 @@ def score_file(
     TableError for bad input, a refused resume, or an unwritable output."""
     input_file, out = Path(input_file), Path(out)
     note = on_note or (lambda message: None)
-    if out.is_dir():
-        raise TableError(f"{out}: is a folder; -o needs a file name")
-    if out.resolve() == input_file.resolve():
-        raise TableError(f"{out}: the output would overwrite the input; choose another -o")
     outputs = scorer.outputs
-    added = outputs.added
+    job = _prepare(input_file, out, outputs, text_column, text_pair_column, label_column, chunk_rows)
+    options = {  # what a resume must find unchanged
+        "bundle_manifest_sha256": bundle_identity(bundle), "task": task, "task_column": outputs.task_column,
+        "columns": outputs.added, "text_column": text_column, "text_pair_column": text_pair_column,
+        "label_column": label_column, "precision": precision, "output": str(out.resolve()),
+        "output_format": job.out_format,
+    }  # fmt: skip
+    identity = input_identity(input_file)
     sidecar = sidecar_path(out)
     owned = False  # whether this run may remove the sidecar when it stops
-    report = ScoreReport()
-    writer: Any = None
     try:
-        with contextlib.ExitStack() as stack:
-            reader: Any = stack.enter_context(TableReader(input_file))
-            try:
-                out_format = detect_format(out)
-            except TableError:
-                out_format = reader.format
-            if out_format == "parquet" and out.suffix.lower() not in (".parquet", ".pq"):
-                raise TableError(f"{out}: a Parquet output needs a .parquet name")
-            chunks = reader.chunks(chunk_rows)
-            first = next(chunks, None)  # None: a header and no rows (an empty partition of a data job)
-            if first is None and reader.format == "jsonl":  # no header either: nothing says what it holds
-                raise TableError(f"{input_file}: no rows to score")
-            wanted = {"--text-column": text_column, "--text-pair-column": text_pair_column,
-                      "--label-column": label_column, "--task-column": outputs.task_column}  # fmt: skip
-            require_columns(input_file, reader.columns, wanted)
-            clash = [c for c in added if c in reader.columns and reader.format == "parquet"]
-            if clash:
-                raise TableError(f"{input_file}: already has column(s) {clash}, which score adds")
-            schema = None
-            as_json: set[str] = set()  # columns stored as JSON text (read for a Parquet output only)
-            if out_format == "parquet":
-                if reader.schema is not None:
-                    schema, as_json = reader.schema, set()
-                else:
-                    schema, as_json = arrow_schema_for_rows(input_file, reader.format, reader.columns)
-                    clash = [c for c in added if c in schema.names]
-                    if clash:
-                        raise TableError(f"{input_file}: already has field(s) {clash}, which score adds")
-            options = {
-                "bundle_manifest_sha256": bundle_identity(bundle),
-                "task": task,
-                "task_column": outputs.task_column,
-                "columns": added,
-                "text_column": text_column,
-                "text_pair_column": text_pair_column,
-                "label_column": label_column,
-                "precision": precision,
-                "output": str(out.resolve()),
-                "output_format": out_format,
-            }
-            identity = input_identity(input_file)
-            state = _adopt_sidecar(sidecar, out, identity, options, resume, restart, note)
-            owned = True
-            if state is None:
-                state = _State(identity, options, {"chunk_rows": chunk_rows, "batch_size": batch_size})
-            else:
-                layout = state.layout
-                if (layout["chunk_rows"], layout["batch_size"]) != (chunk_rows, batch_size):
-                    note(
-                        f"resuming with the unfinished run's --chunk-rows {layout['chunk_rows']} and "
-                        f"--batch-size {layout['batch_size']}, so that its chunks are scored as before"
-                    )
-                chunk_rows, batch_size = layout["chunk_rows"], layout["batch_size"]
-                scorer.batch_size = batch_size
-                report.resumed_rows = state.rows
-                if state.final is not None:
-                    return _publish(sidecar, out, state, report)
+        state = _adopt_sidecar(sidecar, out, identity, options, resume, restart, note)
+        owned = True
+        layout = {"chunk_rows": chunk_rows, "batch_size": batch_size}
+        resumed, report = state is not None, ScoreReport(resumed_rows=state.rows if state else 0)
+        if state is None:
+            state = _State(identity, options, layout)
+        elif state.layout != layout:
+            note(
+                f"resuming with the unfinished run's --chunk-rows {state.layout['chunk_rows']} and "
+                f"--batch-size {state.layout['batch_size']}, so that its chunks are scored as before"
+            )
+        scorer.batch_size = state.layout["batch_size"]
+        if state.final is None:  # else the output is complete, waiting for its rename
+            if resumed:
                 note(f"resuming {out}: {state.rows} row(s) already committed")
-                reader = stack.enter_context(TableReader(input_file))  # read again, in the run's chunks
-                chunks = reader.chunks(chunk_rows)
-                first = next(chunks)
-            text_columns = [text_column, text_pair_column]
-            check = lambda chunk: chunk_texts(  # noqa: E731
-                input_file, chunk, text_column, text_pair_column, outputs, label_column, scorer.label_indexes
-            )  # fmt: skip
-            if scorer.needs_all_texts:  # a first pass ships every text, results come back in order
-                with TableReader(input_file) as first_pass:
-                    for chunk in _after(first_pass.chunks(chunk_rows), state.rows, sidecar):
-                        try:
-                            scorer.submit(check(chunk)[0])
-                        except TextError as error:
-                            raise refused_row(error, input_file, chunk, text_columns) from None
-                scorer.run()
-            try:
-                if out_format != "parquet" and state.temp is not None:
-                    temp = sidecar / state.temp
-                    if not temp.is_file() or temp.stat().st_size < state.bytes:
-                        raise TableError(f"{temp}: shorter than its committed size; pass --restart")
-                    writer = AtomicTableWriter(
-                        out, reader.columns + added, out_format, append_to=(temp, state.bytes)
-                    )
-                for chunk in _after(_chain(first, chunks), state.rows, sidecar):
-                    texts, tasks, golds = check(chunk)
-                    try:
-                        probs, truncated = scorer.probabilities(texts, tasks)
-                    except TextError as error:
-                        raise refused_row(error, input_file, chunk, text_columns) from None
-                    state.truncated += truncated
-                    if golds:  # one group of columns: a row's prediction is its best filled column
-                        predicted = np.argmax(np.where(np.isnan(probs), -np.inf, probs), axis=1)
-                        state.correct += int((predicted == np.asarray(golds)).sum())
-                    if out_format == "parquet":
-                        table = (
-                            chunk.table if chunk.table is not None else _arrow(chunk, schema, as_json, out)
-                        )
-                        part: Any = AtomicTableWriter(
-                            sidecar / f"part-{state.parts:06d}.parquet", [], "parquet",
-                            schema=output_schema(schema, outputs), temp_dir=sidecar,
-                        )  # fmt: skip
-                        try:
-                            part.write_table(scored_table(table, outputs, probs))
-                        except BaseException:
-                            part.abort()
-                            raise
-                        part.commit()
-                        state.parts += 1
-                    else:
-                        if writer is None:
-                            _make(sidecar)
-                            writer = AtomicTableWriter(
-                                out, reader.columns + added, out_format, temp_dir=sidecar
-                            )
-                            state.temp = writer.temp.name
-                        for row in scored_rows(chunk.rows, outputs, probs, out_format):
-                            writer.write(row)
-                        state.bytes = writer.checkpoint()
-                    state.rows += len(chunk)
-                    _save(sidecar, state)
-                    if on_progress:
-                        on_progress(state.rows, reader.bytes_read, reader.size)
-                # Complete: the output waits in the sidecar, recorded, then one rename publishes it.
-                if out_format == "parquet":
-                    writer = AtomicTableWriter(
-                        out, [], "parquet", schema=output_schema(schema, outputs), temp_dir=sidecar
-                    )
-                    _, pq = pyarrow_modules(out)
-                    for index in range(state.parts):
-                        writer.write_table(pq.read_table(sidecar / f"part-{index:06d}.parquet"))
-                if writer is None:  # no rows: the header and the added columns alone
-                    _make(sidecar)
-                    writer = AtomicTableWriter(out, reader.columns + added, out_format, temp_dir=sidecar)
-                writer.finish()
-                state.final = writer.temp.name
-                writer = None
-                _save(sidecar, state)
-            finally:
-                if writer is not None:
-                    if resume:
-                        writer.release()  # keep what was committed for the next --resume
-                    else:
-                        writer.abort()
-            return _publish(sidecar, out, state, report)
+            _score_chunks(scorer, job, state, sidecar, resume, on_progress)
+        return _publish(sidecar, out, state, report)
     except BaseException:
         if owned and not resume:
             shutil.rmtree(sidecar, ignore_errors=True)
         raise
+
+
+@dataclass
+class _Job:
+    """What a run reads and writes, settled before any row is scored."""
+
+    input: Path
+    out: Path
+    out_format: str
+    columns: list[str]  # the output's: the input's, then the ones score adds (CSV/TSV)
+    text_column: str
+    text_pair_column: str | None
+    label_column: str | None
+    schema: pa.Schema | None = None  # Parquet output: the input rows' Arrow schema
+    as_json: set[str] = field(default_factory=set)  # ...and its columns stored as JSON text
+
+    @property
+    def text_columns(self) -> list[str | None]:
+        return [self.text_column, self.text_pair_column]
+
+
+def _prepare(
+    input_file: Path,
+    out: Path,
+    outputs: Outputs,
+    text_column: str,
+    text_pair_column: str | None,
+    label_column: str | None,
+    chunk_rows: int,
+) -> _Job:
+    """Every check that needs no row scored: the output's name and format (default: the input's),
+    the columns asked for, and for a Parquet output the schema its rows take."""
+    if out.is_dir():
+        raise TableError(f"{out}: is a folder; -o needs a file name")
+    if out.resolve() == input_file.resolve():
+        raise TableError(f"{out}: the output would overwrite the input; choose another -o")
+    with TableReader(input_file) as reader:
+        try:
+            out_format = detect_format(out)
+        except TableError:
+            out_format = reader.format
+        if out_format == "parquet" and out.suffix.lower() not in (".parquet", ".pq"):
+            raise TableError(f"{out}: a Parquet output needs a .parquet name")
+        first = next(reader.chunks(chunk_rows), None)  # None: a header and no rows (an empty partition)
+        if first is None and reader.format == "jsonl":  # no header either: nothing says what it holds
+            raise TableError(f"{input_file}: no rows to score")
+        wanted = {"--text-column": text_column, "--text-pair-column": text_pair_column,
+                  "--label-column": label_column, "--task-column": outputs.task_column}  # fmt: skip
+        require_columns(input_file, reader.columns, wanted)  # JSONL: the first row's keys
+        if reader.format == "parquet" and (clash := [c for c in outputs.added if c in reader.columns]):
+            raise TableError(f"{input_file}: already has column(s) {clash}, which score adds")
+        columns = reader.columns + outputs.added
+        job = _Job(input_file, out, out_format, columns, text_column, text_pair_column, label_column)
+        job.schema, in_format, in_columns = reader.schema, reader.format, reader.columns
+    if out_format == "parquet" and job.schema is None:  # CSV/TSV/JSONL rows into Parquet
+        job.schema, job.as_json = arrow_schema_for_rows(input_file, in_format, in_columns)
+        if clash := [c for c in outputs.added if c in job.schema.names]:
+            raise TableError(f"{input_file}: already has field(s) {clash}, which score adds")
+    return job
+
+
+def _score_chunks(
+    scorer: Scorer,
+    job: _Job,
+    state: _State,
+    sidecar: Path,
+    keep: bool,
+    on_progress: Callable[[int, int, int], None] | None,
+) -> None:
+    """The rows after the committed ones, a chunk at a time: run, then commit (the sink writes the
+    chunk, progress.json records it). Then the complete output waits in the sidecar, recorded as
+    such, for the one rename that publishes it. A writer left open by a failure or a stop is kept
+    for --resume (`keep`) or removed."""
+    chunk_rows = state.layout["chunk_rows"]
+    if scorer.needs_all_texts:  # a first pass ships every text, results come back in order
+        with TableReader(job.input) as first_pass:
+            for chunk in _after(first_pass.chunks(chunk_rows), state.rows, sidecar):
+                texts = _chunk_texts(scorer, job, chunk)[0]
+                try:
+                    scorer.submit(texts)
+                except TextError as error:
+                    raise refused_row(error, job.input, chunk, job.text_columns) from None
+        scorer.run()
+    sink_of = _ParquetSink if job.out_format == "parquet" else _TextSink
+    sink = sink_of(job, scorer.outputs, sidecar, state)
+    try:
+        with TableReader(job.input) as reader:
+            for chunk in _after(reader.chunks(chunk_rows), state.rows, sidecar):
+                sink.write(chunk, _run(scorer, job, chunk, state))
+                state.rows += len(chunk)
+                _save(sidecar, state)
+                if on_progress:
+                    on_progress(state.rows, reader.bytes_read, reader.size)
+        state.final = sink.finish()
+        _save(sidecar, state)
+    finally:
+        sink.close(keep)
+
+
+def _chunk_texts(scorer: Scorer, job: _Job, chunk: Chunk) -> tuple[list[Text], list[str], list[int]]:
+    return chunk_texts(
+        job.input, chunk, job.text_column, job.text_pair_column, scorer.outputs,
+        job.label_column, scorer.label_indexes,
+    )  # fmt: skip
+
+
+def _run(scorer: Scorer, job: _Job, chunk: Chunk, state: _State) -> np.ndarray:
+    """A chunk's [N, K] probabilities; its truncated texts, and with gold labels its correct
+    predictions, are counted into `state`."""
+    texts, tasks, golds = _chunk_texts(scorer, job, chunk)
+    try:
+        probs, truncated = scorer.probabilities(texts, tasks)
+    except TextError as error:
+        raise refused_row(error, job.input, chunk, job.text_columns) from None
+    state.truncated += truncated
+    if golds:  # one group of columns: a row's prediction is its best filled column
+        predicted = np.argmax(np.where(np.isnan(probs), -np.inf, probs), axis=1)
+        state.correct += int((predicted == np.asarray(golds)).sum())
+    return probs
+
+
+class _TextSink:
+    """The sink of a CSV/TSV/JSONL output: one growing file in the sidecar. Each chunk's rows are
+    appended and made durable, and the size they end at recorded (state.bytes); a resume cuts the
+    file back to that size and appends. Finished, it is the output, waiting for its rename."""
+
+    def __init__(self, job: _Job, outputs: Outputs, sidecar: Path, state: _State):
+        self.job, self.outputs, self.sidecar, self.state = job, outputs, sidecar, state
+        self.writer: DelimitedWriter | JsonlWriter | None = None
+        if state.temp is not None:  # a resume: append after the committed bytes
+            temp = sidecar / state.temp
+            if not temp.is_file() or temp.stat().st_size < state.bytes:
+                raise TableError(f"{temp}: shorter than its committed size; pass --restart")
+            self.writer = self._opened(append_to=(temp, state.bytes))
+
+    def _opened(self, **where: Any) -> DelimitedWriter | JsonlWriter:
+        writer = AtomicTableWriter(self.job.out, self.job.columns, self.job.out_format, **where)
+        assert not isinstance(writer, ParquetWriter)  # a text format, as the sink is made for
+        return writer
+
+    def _writer(self) -> DelimitedWriter | JsonlWriter:
+        if self.writer is None:  # made with the first chunk, so that a run that fails before leaves none
+            _make(self.sidecar)
+            self.writer = self._opened(temp_dir=self.sidecar)
+            self.state.temp = self.writer.temp.name
+        return self.writer
+
+    def write(self, chunk: Chunk, probs: np.ndarray) -> None:
+        writer = self._writer()
+        for row in scored_rows(chunk.rows, self.outputs, probs, self.job.out_format):
+            writer.write(row)
+        self.state.bytes = writer.checkpoint()
+
+    def finish(self) -> str:
+        """Complete the output (with no rows: the header and the added columns alone); its name."""
+        writer = self._writer()
+        writer.finish()
+        self.writer = None
+        return writer.temp.name
+
+    def close(self, keep: bool) -> None:
+        if self.writer is not None:
+            self.writer.release() if keep else self.writer.abort()
+
+
+class _ParquetSink:
+    """The sink of a Parquet output: each chunk one part file in the sidecar, renamed there whole
+    (part-000000.parquet, ...) and counted (state.parts); finished, the parts are joined into the
+    output, one row group each, which waits for its rename."""
+
+    def __init__(self, job: _Job, outputs: Outputs, sidecar: Path, state: _State):
+        assert job.schema is not None
+        self.job, self.outputs, self.sidecar, self.state = job, outputs, sidecar, state
+        self.schema = output_schema(job.schema, outputs)
+        self.writer: ParquetWriter | None = None  # the joined output, while it is assembled
+
+    def write(self, chunk: Chunk, probs: np.ndarray) -> None:
+        table = (
+            chunk.table
+            if chunk.table is not None
+            else _arrow(chunk, self.job.schema, self.job.as_json, self.job.out)
+        )
+        part = ParquetWriter(
+            self.sidecar / f"part-{self.state.parts:06d}.parquet", self.schema, temp_dir=self.sidecar
+        )
+        with part:  # renamed into place once written, removed if not
+            part.write_table(scored_table(table, self.outputs, probs))
+        self.state.parts += 1
+
+    def finish(self) -> str:
+        _, pq = pyarrow_modules(self.job.out)
+        self.writer = ParquetWriter(self.job.out, self.schema, temp_dir=self.sidecar)
+        for index in range(self.state.parts):
+            self.writer.write_table(pq.read_table(self.sidecar / f"part-{index:06d}.parquet"))
+        self.writer.finish()
+        name, self.writer = self.writer.temp.name, None
+        return name
+
+    def close(self, keep: bool) -> None:
+        if self.writer is not None:
+            self.writer.release() if keep else self.writer.abort()
 
 
 def _after(chunks: Iterator[Chunk], committed: int, sidecar: Path) -> Iterator[Chunk]:
@@ -551,12 +640,6 @@ def _after(chunks: Iterator[Chunk], committed: int, sidecar: Path) -> Iterator[C
             raise TableError(f"{sidecar}: the committed rows end inside a chunk; pass --restart")
         seen += len(chunk)
         yield chunk
-
-
-def _chain(first: Chunk | None, rest: Iterator[Chunk]) -> Iterator[Chunk]:
-    if first is not None:
-        yield first
-    yield from rest
 
 
 def _arrow(chunk: Chunk, schema: pa.Schema, as_json: set[str], out: Path) -> pa.Table:
