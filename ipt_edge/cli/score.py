@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -21,6 +21,11 @@ from ipt_edge.cli.app import (
     say,
 )
 from ipt_edge.tables import TableError
+
+if TYPE_CHECKING:
+    from ipt_edge.bundle import Bundle
+    from ipt_edge.scoring import Scorer, ScoreReport
+    from ipt_edge.task import Task
 
 
 @app.command()
@@ -125,52 +130,21 @@ def score(
       ipt-edge score data/ -o scored.parquet --engine ray --address auto --workers 8 --threads 2
     """
     from ipt_edge.progress import Progress
-    from ipt_edge.scoring import Outputs, Scorer, score_file
+    from ipt_edge.scoring import score_file
 
-    if engine not in ("local", "ray"):
-        fail(f"--engine must be local or ray, got {engine!r}")
-    if engine == "local" and (address is not None or workers is not None):
-        fail("--address and --workers are for --engine ray")
-    if resume and restart:
-        fail(
-            "--resume and --restart exclude each other: --resume continues an unfinished run, --restart discards it"
-        )
-    if task_column and (task or all_tasks):
-        fail("--task-column scores each row with its own task; leave out --task and --all-tasks")
+    _refuse_option_clashes(
+        engine, address, workers, resume, restart, bool(task_column), bool(task or all_tasks)
+    )
     try:  # a bar on a terminal, a line every 30 s in a log; Parquet input counts rows, the others bytes
         parquet_in = input_file.is_dir() or input_file.suffix.lower() in (".parquet", ".pq")
         progress = Progress("scoring", unit="rows" if parquet_in else "bytes")
     except ValueError as error:
         fail(str(error))
     loaded, tasks = open_bundle(bundle, task, all_tasks or bool(task_column), provider, threads, precision)
-    if not task and not all_tasks and not task_column and len(tasks) > 1:
-        names = ", ".join(t.name for t in tasks)
-        fail(
-            f"the bundle has {len(tasks)} tasks ({names}): choose with --task (repeatable), --all-tasks, or --task-column"
-        )
-    for one in tasks:
-        if one.text_pair != bool(text_pair_column):
-            fail(
-                f"task {one.name!r} takes {'text pairs: pass --text-pair-column' if one.text_pair else 'single texts: leave out --text-pair-column'}"
-            )
-    if label_column and len(tasks) > 1 and not task_column:
-        fail("--label-column with several tasks needs --task-column (which task each gold label is for)")
-    outputs = Outputs.for_tasks({t.name: t.labels for t in tasks}, task_column)
-    first = tasks[0]
-    if engine == "ray":
-        if len(tasks) > 1 or task_column:
-            fail("--engine ray scores one task per run; pass one --task (no --task-column)")
-        from ipt_edge.ray import RayScorer, RayUnavailable
-
-        try:
-            scorer: Scorer = RayScorer(
-                bundle, first, address=address, workers=workers, threads=threads or 1,
-                batch_size=batch_size, precision=precision, provider=provider,
-            )  # fmt: skip
-        except RayUnavailable as error:
-            fail(str(error))
-    else:
-        scorer = Scorer(loaded, outputs, {t.name: t.label_index for t in tasks}, batch_size)
+    _check_tasks(tasks, bool(task or all_tasks or task_column), task_column, text_pair_column, label_column)
+    scorer = _scorer(
+        loaded, tasks, task_column, engine, bundle, address, workers, threads, batch_size, precision, provider
+    )
 
     def on_progress(rows: int, done: int, total: int) -> None:
         progress.update(done, total=total, rows=rows)
@@ -188,6 +162,86 @@ def score(
         fail(f"{error}{kept}")
     finally:
         scorer.close()
+    _say_done(report, out, label_column)
+
+
+def _refuse_option_clashes(
+    engine: str,
+    address: str | None,
+    workers: int | None,
+    resume: bool,
+    restart: bool,
+    task_column: bool,
+    tasks: bool,
+) -> None:
+    if engine not in ("local", "ray"):
+        fail(f"--engine must be local or ray, got {engine!r}")
+    if engine == "local" and (address is not None or workers is not None):
+        fail("--address and --workers are for --engine ray")
+    if resume and restart:
+        fail(
+            "--resume and --restart exclude each other: --resume continues an unfinished run, --restart discards it"
+        )
+    if task_column and tasks:
+        fail("--task-column scores each row with its own task; leave out --task and --all-tasks")
+
+
+def _check_tasks(
+    tasks: list[Task],
+    chosen: bool,
+    task_column: str | None,
+    text_pair_column: str | None,
+    label_column: str | None,
+) -> None:
+    """The tasks fit the run: chosen where the bundle has several, each reading the texts given
+    (pairs or single), and gold labels that say which task they are for."""
+    if not chosen and len(tasks) > 1:
+        names = ", ".join(t.name for t in tasks)
+        fail(
+            f"the bundle has {len(tasks)} tasks ({names}): choose with --task (repeatable), --all-tasks, or --task-column"
+        )
+    for one in tasks:
+        if one.text_pair != bool(text_pair_column):
+            fail(
+                f"task {one.name!r} takes {'text pairs: pass --text-pair-column' if one.text_pair else 'single texts: leave out --text-pair-column'}"
+            )
+    if label_column and len(tasks) > 1 and not task_column:
+        fail("--label-column with several tasks needs --task-column (which task each gold label is for)")
+
+
+def _scorer(
+    loaded: Bundle,
+    tasks: list[Task],
+    task_column: str | None,
+    engine: str,
+    bundle: Path,
+    address: str | None,
+    workers: int | None,
+    threads: int | None,
+    batch_size: int,
+    precision: str,
+    provider: str,
+) -> Scorer:
+    """Where the probabilities come from: the bundle in this process, or Ray Data's actors."""
+    from ipt_edge.scoring import Outputs, Scorer
+
+    if engine == "local":
+        outputs = Outputs.for_tasks({t.name: t.labels for t in tasks}, task_column)
+        return Scorer(loaded, outputs, {t.name: t.label_index for t in tasks}, batch_size)
+    if len(tasks) > 1 or task_column:
+        fail("--engine ray scores one task per run; pass one --task (no --task-column)")
+    from ipt_edge.ray import RayScorer, RayUnavailable
+
+    try:
+        return RayScorer(
+            bundle, tasks[0], address=address, workers=workers, threads=threads or 1,
+            batch_size=batch_size, precision=precision, provider=provider,
+        )  # fmt: skip
+    except RayUnavailable as error:
+        fail(str(error))
+
+
+def _say_done(report: ScoreReport, out: Path, label_column: str | None) -> None:
     if report.already_complete:
         say(f"the unfinished run had completed {out}; nothing left to do")
     resumed = f" ({report.resumed_rows} of them committed before this run)" if report.resumed_rows else ""
