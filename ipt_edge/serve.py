@@ -430,7 +430,7 @@ class Guard:
                 "%s %s %s %d %.1f ms%s",
                 client[0],
                 scope["method"],
-                scope["path"],
+                scope["path"] if path != "other" else ascii(scope["path"][:200]),  # no line breaks or escapes
                 status,
                 elapsed * 1000,
                 f" {texts} texts" if texts is not None else "",

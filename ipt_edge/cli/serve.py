@@ -33,6 +33,7 @@ from ipt_edge.cli.app import (
 
 if TYPE_CHECKING:
     from ipt_edge.bundle import Bundle
+    from ipt_edge.serve import Guard
 
 BACKLOG = 2048  # connections the kernel holds while the server is busy (uvicorn's default)
 
@@ -76,8 +77,9 @@ def serve(
         ),
     ] = 1024,
     max_texts: Annotated[int, typer.Option(min=1, help="Texts per request, at most (413 beyond).")] = 256,
-    max_body: Annotated[int, typer.Option(min=1, help="Bytes per request body, at most (413 beyond).")] = 1
-    << 20,
+    max_body: Annotated[
+        int, typer.Option(min=1, help="Bytes per request body, at most (413 beyond).")
+    ] = 1_048_576,
     log_level: Annotated[
         str, typer.Option(help="info: one line per request (never its texts); warning: problems only.")
     ] = "info",
@@ -105,7 +107,7 @@ def serve(
     try:
         import prometheus_client  # noqa: F401
         import starlette  # noqa: F401
-        import uvicorn
+        import uvicorn  # noqa: F401
     except ImportError as error:
         fail(f"serve needs the serve extra ({error.name} is missing): pip install 'ipt-edge[serve]'")
     level = getattr(logging, log_level.upper(), None)
@@ -128,9 +130,24 @@ def serve(
     asgi = create_app(
         loaded, Limits(max_texts, max_body), max_batch, batch_size, max_wait_ms / 1000, max_queue, api_key
     )
+    where = listening.getsockname()
+    logging.getLogger("ipt_edge.serve").info(
+        "serving %d task(s) of %s on http://%s:%d (Ctrl-C or SIGTERM to stop)",
+        len(tasks),
+        bundle,
+        f"[{where[0]}]" if ":" in where[0] else where[0],
+        where[1],
+    )
+    _run(asgi, listening)
+
+
+def _run(asgi: Guard, listening: socket.socket) -> None:
+    """uvicorn on the socket taken already, until SIGTERM or Ctrl-C and every answer is sent."""
+    import uvicorn
+
     config = uvicorn.Config(
         asgi,
-        log_config=None,  # the root logger set up above: one format for uvicorn's lines and ours
+        log_config=None,  # the root logger serve() set up: one format for uvicorn's lines and ours
         access_log=False,  # ipt_edge.serve logs each request itself, with its status and time
         lifespan="on",
         # h11 even where httptools is installed: one parser, the one tested. httptools garbles a
@@ -150,15 +167,6 @@ def serve(
     # the CLI's 143/130 for an interrupted command; it also catches a signal sent before uvicorn's.
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    address = listening.getsockname()
-    shown = f"[{address[0]}]" if ":" in address[0] else address[0]
-    logging.getLogger("ipt_edge.serve").info(
-        "serving %d task(s) of %s on http://%s:%d (Ctrl-C or SIGTERM to stop)",
-        len(tasks),
-        bundle,
-        shown,
-        address[1],
-    )
     server.run(sockets=[listening])
 
 
