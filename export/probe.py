@@ -54,10 +54,13 @@ class LinearProbe:
 
     @classmethod
     def fit(cls, features: torch.Tensor, labels: Sequence[int], classes: int, c: float = C) -> LinearProbe:
-        """Multinomial logistic regression, L2 penalty 1/(2c), on standardised features (L-BFGS to
-        convergence: the loss is convex), folded back into a head on the raw features."""
-        mean, scale = features.mean(0), features.std(0).clamp_min(1e-6)
-        x, y = (features - mean) / scale, torch.tensor(list(labels))
+        """Multinomial logistic regression, L2 penalty 1/(2c), L-BFGS to convergence (the loss is
+        convex), on the features divided by their mean norm: about the normalised embeddings of the
+        usual probe (mean-pooled states' norms vary little), so C = 1 regularises as it does there.
+        Per-feature standardisation fitted 16 rows a head 4 points worse on SST-2. One scale for
+        every row folds into a head on the raw features."""
+        scale = features.norm(dim=1).mean().clamp_min(1e-6)
+        x, y = features / scale, torch.tensor(list(labels))
         w = torch.zeros(classes, x.shape[1], requires_grad=True)
         b = torch.zeros(classes, requires_grad=True)
         optimizer = torch.optim.LBFGS(
@@ -72,8 +75,7 @@ class LinearProbe:
 
         with torch.enable_grad():
             optimizer.step(loss)  # type: ignore[arg-type]
-        weight = (w / scale).detach()  # w·(f − mean)/scale + b = (w/scale)·f + (b − (w/scale)·mean)
-        return cls(weight, (b - weight @ mean).detach())
+        return cls((w / scale).detach(), b.detach())  # w·(f/scale) + b = (w/scale)·f + b
 
     def accuracy(self, features: torch.Tensor, labels: Sequence[int]) -> float:
         predicted = (features @ self.weight.T + self.bias).argmax(-1)

@@ -20,14 +20,16 @@ pytestmark = pytest.mark.export
 TEXTS = ["the film was good", "dull", "a very lovely story and a great cast", "poor plot"]
 
 
-def test_the_probe_fits_separable_features_and_folds_its_scaling_into_the_head():
+def test_the_probe_separates_what_a_linear_head_can_and_ships_as_one():
     generator = torch.Generator().manual_seed(0)
-    features = torch.randn(200, 8, generator=generator) * torch.tensor([1, 10, 100, 1, 1, 1, 1, 1.0]) + 5
-    labels = (features[:, 1] > 5).long().tolist()  # label = one feature's side of its mean
-    probe = LinearProbe.fit(features, labels, classes=2)
-    assert probe.accuracy(features, labels) > 0.95
-    scaled = features @ probe.weight.T + probe.bias  # the head on raw features, as it ships
-    assert (scaled.argmax(-1) == torch.tensor(labels)).float().mean() > 0.95
+    features = torch.randn(200, 8, generator=generator) + 5  # pooled states sit off the origin
+    labels = (features[:, 1] > 5).long()
+    features[:, 1] += 2 * (2 * labels - 1)  # a margin along one feature
+    probe = LinearProbe.fit(features, labels.tolist(), classes=2)
+    assert probe.accuracy(features, labels.tolist()) > 0.95
+    head = torch.nn.Linear(8, 2)
+    head.weight.data, head.bias.data = probe.weight, probe.bias  # the head as it ships: raw features in
+    assert (head(features).argmax(-1) == labels).float().mean() > 0.95
 
 
 def test_a_probe_that_wins_on_dev_is_the_task_and_the_runtime_runs_it(
