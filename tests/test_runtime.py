@@ -1,5 +1,6 @@
 """The runtime: predictions, batching, text checks, and no torch anywhere."""
 
+import pickle
 import subprocess
 import sys
 
@@ -64,6 +65,8 @@ def test_every_refused_text_is_named_once_by_its_place_in_the_call(bundle):
     refused = [(r.index, r.part, r.problem) for r in raised.value.refused]
     lone = "is not valid UTF-8 (it holds a lone surrogate)"
     assert refused == [(1, 0, "is empty"), (3, 0, lone), (4, 0, "is empty")]
+    copy = pickle.loads(pickle.dumps(raised.value))  # as a process pool or Ray sends it back
+    assert str(copy) == "text 1 is empty" and copy.refused == raised.value.refused
 
 
 def test_predict_tasks_names_a_refused_text_once_by_its_place_in_the_texts(multi):
