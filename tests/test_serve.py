@@ -595,6 +595,7 @@ def test_a_port_already_taken_is_a_clear_error_and_exit_2(tmp_path):
 
 
 def test_without_the_serve_extra_it_says_what_to_install(tmp_path):
+    pytest.importorskip("uvicorn", reason="hides the installed extra's uvicorn")
     hide = "import sys; sys.modules['uvicorn'] = None; from ipt_edge.cli import main; main()"
     command = [sys.executable, "-c", hide, "serve", "-b", str(SENTIMENT_BUNDLE)]
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=WAIT_S)
