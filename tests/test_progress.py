@@ -98,7 +98,7 @@ def test_train_logs_rows_rate_eta_and_loss_when_stderr_is_a_file(tiny_backbone, 
     lines = [line for line in (tmp_path / "log.txt").read_text().splitlines() if line.startswith("training:")]
     assert lines, (tmp_path / "log.txt").read_text()
     assert re.fullmatch(
-        r"training: 96 rows, 3/3 steps \(100%\), [\d,.]+ rows/s, ETA 0m00s, loss \d\.\d{4}", lines[-1]
+        r"training: \d+ rows, 3/3 steps \(100%\), [\d,.]+ rows/s, ETA 0m00s, loss \d\.\d{4}", lines[-1]
     )
 
 

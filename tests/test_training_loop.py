@@ -200,7 +200,7 @@ def test_a_dev_split_is_stratified_seeded_and_chooses_steps_only_where_it_is_lar
     assert training.carve_dev(examples, seed=1)[1].texts != dev_set.texts
     # A dev of 40 rows would be too coarse to choose steps: a fifth of each label only checks the probe.
     few = training.Examples(examples.texts[:400], examples.labels[:400])
-    train_few, dev_few, floor_only = training.carve_dev(few, seed=0)
+    _, dev_few, floor_only = training.carve_dev(few, seed=0)
     assert floor_only and len(dev_few.texts) == 80 and dev_few.labels.count(1) == 20
     # 8 rows, one of them the only row of its label: that label keeps its row, the other gives one.
     tiny = training.Examples([f"t{i}" for i in range(8)], [0] * 7 + [1])

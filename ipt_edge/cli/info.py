@@ -44,9 +44,14 @@ def info(
     for name, task in sorted(manifest.tasks.items()):
         size = sum(manifest.files[f].size for f in (task.generator_file, task.head_file))
         share = task.tuned_parameters / backbone.parameters
+        prompt = (
+            "no prompt (the linear probe training kept)"
+            if task.prefix_from_layer == backbone.num_layers
+            else f"{task.generator} generator, P={task.prompt_length}"
+            f"{f' from layer {task.prefix_from_layer}' if task.prefix_from_layer else ''}"
+        )
         typer.echo(
-            f"task     {name}: {task.generator} generator, P={task.prompt_length}"
-            f"{f' from layer {task.prefix_from_layer}' if task.prefix_from_layer else ''}, "
+            f"task     {name}: {prompt}, "
             f"{task.pooling} pooling, {'text pairs' if task.text_pair else 'single texts'}, max {task.max_length} tokens\n"
             f"         labels: {', '.join(task.labels)}\n"
             f"         {task.tuned_parameters:,} tuned parameters ({share:.2%} of the backbone), {size / 1e6:.2f} MB, "
