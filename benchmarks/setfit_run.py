@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shutil
+import tempfile
 import time
 
 
@@ -42,9 +44,10 @@ def main() -> None:
     texts, labels = read(args.train, args.text_column)
     test_texts, test_labels = read(args.test, args.text_column)
     model = SetFitModel.from_pretrained(args.model)
+    scratch = tempfile.mkdtemp()  # SetFit writes checkpoints under its output_dir (./checkpoints by default)
     trainer = Trainer(
         model=model,
-        args=TrainingArguments(seed=args.seed),
+        args=TrainingArguments(seed=args.seed, output_dir=scratch),
         train_dataset=Dataset.from_dict({"text": texts, "label": labels}),
     )
     started = time.perf_counter()
@@ -52,6 +55,7 @@ def main() -> None:
     seconds = time.perf_counter() - started
     predicted = [str(p) for p in model.predict(test_texts)]
     accuracy = sum(p == t for p, t in zip(predicted, test_labels, strict=True)) / len(test_labels)
+    shutil.rmtree(scratch, ignore_errors=True)
     print(json.dumps({"train_seconds": round(seconds, 1), "test_accuracy": accuracy}))
 
 
