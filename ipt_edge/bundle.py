@@ -111,6 +111,7 @@ class Bundle:
         providers: str | list[str] | None = None,
         threads: int | None = None,
         precision: str = "fp32",
+        spin: bool = True,
     ):
         if precision not in ("fp32", "int8"):
             raise ValueError(f"precision must be 'fp32' or 'int8', got {precision!r}")
@@ -119,6 +120,9 @@ class Bundle:
         self.providers = resolve_providers(providers)
         self.precision = precision
         self.threads = threads  # every session's: the small ones' pools do not spin (sessions.py)
+        # spin=False: the backbone's pool does not spin either, for a process with other work
+        # between calls (ipt-edge serve's event loop), which a spinning pool would take cores from.
+        self.spin = spin
         # Pads every batch (any task's token budget: padding needs only the pad token), and is the
         # tokenizer each budget's BundleTokenizer copies.
         self._padder = _padder(self._read(manifest.tokenizer_file), manifest.tokenizer_file)
@@ -147,11 +151,13 @@ class Bundle:
         providers: str | list[str] | None = None,
         threads: int | None = None,
         precision: str = "fp32",
+        spin: bool = True,
     ) -> Bundle:
         """Open a bundle: 'cpu' (default) or 'cuda' providers; threads default to ORT's; precision
-        'int8' runs the dynamically quantized backbone, where the bundle has one. Checks the
-        manifest and every file's size and sha256 before using it."""
-        return cls(bundle_dir, read_manifest(bundle_dir), providers, threads, precision)
+        'int8' runs the dynamically quantized backbone, where the bundle has one; spin=False keeps
+        the backbone's threads from spinning between calls. Checks the manifest and every file's
+        size and sha256 before using it."""
+        return cls(bundle_dir, read_manifest(bundle_dir), providers, threads, precision, spin)
 
     # ---- opening ------------------------------------------------------------------------------
 
@@ -163,7 +169,7 @@ class Bundle:
         model = self._read(file)
         if quantized:
             graphs.check_quantized(model, file)
-        return create_session(model, file, self.providers, self.threads, small)
+        return create_session(model, file, self.providers, self.threads, small, spin=self.spin and not small)
 
     @property
     def tasks(self) -> list[str]:

@@ -103,7 +103,12 @@ def _use_shared_arena(options: ort.SessionOptions) -> None:
 
 
 def create_session(
-    model: bytes, name: str, providers: list[str], threads: int | None = None, small: bool = False
+    model: bytes,
+    name: str,
+    providers: list[str],
+    threads: int | None = None,
+    small: bool = False,
+    spin: bool = True,
 ) -> ort.InferenceSession:
     """A session for the graph `model` (its bytes, already checked); `name` is for messages.
 
@@ -112,8 +117,9 @@ def create_session(
     performance.md), and its memory comes from one arena shared by every small session, so an
     extra task costs about its weights (an arena of its own held ~6 MB per task once it had run)."""
     options = session_options(threads)
-    if small:
+    if small or not spin:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if small:
         _use_shared_arena(options)
     options.add_session_config_entry("session.model_external_initializers_file_folder_path", _empty_folder())
     try:

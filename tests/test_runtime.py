@@ -133,3 +133,18 @@ def test_runtime_never_imports_torch(bundle, tmp_path):
     assert result.returncode == 0, result.stderr
     assert len(out.read_text().splitlines()) == 3  # the score really ran
     assert result.stdout.splitlines()[-1] == "[]"  # the heavy modules it imported
+
+
+def test_a_bundle_loaded_not_to_spin_keeps_its_backbone_threads_from_spinning(bundle):
+    # ipt-edge serve loads it so: a spinning pool would take the cores its event loop needs.
+    def spinning(loaded):
+        try:
+            return loaded.encoder.get_session_options().get_session_config_entry(
+                "session.intra_op.allow_spinning"
+            )
+        except Exception:  # not set: ONNX Runtime's default, which spins
+            return "1"
+
+    quiet, default = Bundle.load(bundle, spin=False), Bundle.load(bundle)
+    assert spinning(quiet) == "0" and spinning(default) != "0"
+    assert quiet.predict(TEXTS, "sentiment") == default.predict(TEXTS, "sentiment")

@@ -154,7 +154,13 @@ def _exit_stopped(signum: int) -> NoReturn:
 
 
 def open_bundle(
-    bundle: Path, tasks: list[str] | None, all_tasks: bool, provider: str, threads: int | None, precision: str
+    bundle: Path,
+    tasks: list[str] | None,
+    all_tasks: bool,
+    provider: str,
+    threads: int | None,
+    precision: str,
+    spin: bool = True,
 ) -> tuple[Bundle, list[Task]]:
     """Bundle.load and the tasks asked for (--task ..., --all-tasks; neither: every task), each
     opened and checked now; every bundle or provider problem is a clear exit 2."""
@@ -165,7 +171,7 @@ def open_bundle(
     if tasks and all_tasks:
         fail("give --task or --all-tasks, not both")
     try:
-        loaded = Bundle.load(bundle, providers=provider, threads=threads, precision=precision)
+        loaded = Bundle.load(bundle, providers=provider, threads=threads, precision=precision, spin=spin)
         names = list(dict.fromkeys(tasks)) if tasks else loaded.tasks
         if not names:
             fail(f"{bundle}: the bundle has no tasks")

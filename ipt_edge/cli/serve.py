@@ -63,6 +63,13 @@ def serve(
         int, typer.Option(min=1, help="Rows (a text for a task) merged into one Bundle call, at most.")
     ] = 64,
     batch_size: BatchSizeOption = 8,
+    spin: Annotated[
+        bool,
+        typer.Option(
+            help="Let ONNX Runtime's backbone threads spin between calls. Off by default here: a spinning "
+            "pool takes the cores the server's event loop needs to read and answer requests."
+        ),
+    ] = False,
     max_wait_ms: Annotated[
         float,
         typer.Option(
@@ -122,7 +129,7 @@ def serve(
     listening = _listen(host, port)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     logging.getLogger("uvicorn.error").addFilter(_no_upgrade_advice)
-    loaded, tasks = open_bundle(bundle, None, False, provider, threads, precision)
+    loaded, tasks = open_bundle(bundle, None, False, provider, threads, precision, spin=spin)
     _warm_up(loaded)
 
     from ipt_edge.serve import Limits, create_app
