@@ -236,7 +236,15 @@ def training_speed_vs_accuracy(results: Path, out: Path) -> None:
     runs = read_jsonl(results / "train-speed.jsonl")
     groups: dict[tuple, dict[str, list[dict]]] = {}
     for r in runs:
-        key = (r["task"], r["backbone"], r["train_rows"], r["epochs"], r["prefix_from_layer"])
+        # as train_speed.py's table: per learning rate too (runs before the field: 5e-2)
+        key = (
+            r["task"],
+            r["backbone"],
+            r["train_rows"],
+            r["epochs"],
+            r["prefix_from_layer"],
+            r.get("lr", 5e-2),
+        )
         groups.setdefault(key, {}).setdefault(r["config"], []).append(r)
     tasks = [t for t in ("sst2", "agnews") if any(k[0] == t for k in groups)]
     figure, axes = plt.subplots(1, len(tasks), figsize=(10, 3.9))
@@ -246,12 +254,13 @@ def training_speed_vs_accuracy(results: Path, out: Path) -> None:
     for ax, task in zip(axes, tasks, strict=True):
         speeds = []
         mine = [(key, configs) for key, configs in sorted(groups.items()) if key[0] == task]
-        for n, ((_, backbone, rows, epochs, _), configs) in enumerate(mine):
+        for n, ((_, backbone, rows, epochs, _, lr), configs) in enumerate(mine):
             color = (RED, GREEN)[n % 2] if "mpnet" in backbone else (BLUE, "#17becf", "#9467bd")[n % 3]
             points = []
             for config in [c for c in CONFIG_STYLE if c in configs]:
                 rs = configs[config]
-                speed = statistics.mean(r["rows_per_second"] for r in rs)
+                timed = [r for r in rs if not r.get("contended")] or rs  # rows/s of quiet runs only
+                speed = statistics.mean(r["rows_per_second"] for r in timed)
                 mean, sd = mean_sd([100 * r["test_accuracy"] for r in rs])
                 s = CONFIG_STYLE[config]
                 ax.errorbar(speed, mean, yerr=sd, fmt=s["marker"], color=color, mfc=s.get("mfc", color), ms=6,
@@ -260,7 +269,7 @@ def training_speed_vs_accuracy(results: Path, out: Path) -> None:
                 speeds.append(speed)
             (line,) = ax.plot(*zip(*points, strict=True), color=color, linewidth=0.8)
             seeds = [len(configs[c]) for c in CONFIG_STYLE if c in configs]
-            name = f"{TASK_NAMES[task]}, {backbone}, {rows:,} rows × {epochs:g}"
+            name = f"{TASK_NAMES[task]}, {backbone}, {rows:,} rows × {epochs:g}, lr {lr:g}"
             if len(set(seeds)) > 1:
                 name += f", seeds {'/'.join(map(str, seeds))}"
             elif seeds[0] > 1:
