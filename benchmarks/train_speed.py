@@ -108,7 +108,14 @@ def table(results: Path) -> None:
     runs = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
     groups: dict[tuple, dict[str, list[dict]]] = {}
     for r in runs:
-        key = (r["task"], r["backbone"], r["train_rows"], r["epochs"], r["prefix_from_layer"], r.get("lr", 5e-2))
+        key = (
+            r["task"],
+            r["backbone"],
+            r["train_rows"],
+            r["epochs"],
+            r["prefix_from_layer"],
+            r.get("lr", 5e-2),
+        )
         groups.setdefault(key, {}).setdefault(r["config"], []).append(r)
     print(
         "| task | backbone | rows × epochs | K | lr | config | seeds | rows/s | × legacy | peak RSS MB "

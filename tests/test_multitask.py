@@ -121,9 +121,9 @@ def test_a_bundle_holds_one_backbone_graph(multi):
 def test_a_bundle_opens_one_backbone_session_whatever_tasks_it_runs(multi, monkeypatch):
     opened = []
 
-    def recording(model, name, providers, threads=None, small=False):
+    def recording(model, name, providers, threads=None, small=False, spin=True):
         opened.append((name, small))
-        return create_session(model, name, providers, threads, small)
+        return create_session(model, name, providers, threads, small, spin)
 
     create_session = ipt_edge.bundle.create_session
     monkeypatch.setattr(ipt_edge.bundle, "create_session", recording)
