@@ -1,6 +1,6 @@
 // Compares the JavaScript tokenizer (src/tokenization.js) with the Rust one, through Python:
 // the ids of every code point (in a small context), of fuzzed texts, and truncated encodings
-// (budgets, pairs, long texts) against the Python runtime's own TextEncoder.
+// (budgets, pairs, long texts) against the Python runtime's own BundleTokenizer.
 //
 //   node js/scripts/compare_tokenizers.mjs [--out DIR] TOKENIZER_JSON...
 //

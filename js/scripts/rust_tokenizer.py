@@ -6,7 +6,7 @@
         ids of each text (a string, or [text, pair]), no special tokens and no truncation
     python js/scripts/rust_tokenizer.py encode TOKENIZER_JSON CASES_JSON OUT_JSON
         each case {"text", "maxLength"} through the Python runtime's own tokenization
-        (ipt_edge.tokenization.TextEncoder): [ids, type_ids, truncated]
+        (ipt_edge.tokenizer.BundleTokenizer): [ids, type_ids, truncated]
 
 Code points: all of them but surrogates (Python refuses those in texts).
 """
@@ -39,7 +39,7 @@ def main() -> None:
         with open(sys.argv[4], "w", encoding="utf-8") as file:
             json.dump([e.ids for e in encodings], file)
     elif command == "encode":
-        from ipt_edge.tokenization import TextEncoder
+        from ipt_edge.tokenizer import BundleTokenizer
 
         results, encoders = [], {}
         with open(sys.argv[3], encoding="utf-8") as file:
@@ -48,7 +48,7 @@ def main() -> None:
             text = case["text"] if isinstance(case["text"], str) else tuple(case["text"])
             budget = case["maxLength"]
             if budget not in encoders:
-                encoders[budget] = TextEncoder(path, budget)
+                encoders[budget] = BundleTokenizer(path, budget)
             batch = encoders[budget].encode([text])
             results.append(
                 [batch.input_ids[0].tolist(), batch.token_type_ids[0].tolist(), bool(batch.truncated[0])]

@@ -1,4 +1,4 @@
-// A loaded bundle and the batches that run through it, as ipt_edge/pipeline.py and task.py do:
+// A loaded bundle and the batches that run through it, as ipt_edge/bundle.py and task.py do:
 //
 //   texts ─tokenizer─▶ ids [B,T] ─embed.onnx─▶ token_embeds [B,T,H]
 //   each task's rows ─its generator.onnx─▶ prefix_kv.0..L-1 [2,B,heads,P,head_dim], padded to the batch's longest P

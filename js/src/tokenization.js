@@ -1,4 +1,4 @@
-// Texts to token ids, exactly as the Python runtime makes them (ipt_edge/tokenization.py, which
+// Texts to token ids, exactly as the Python runtime makes them (ipt_edge/tokenizer.py, which
 // runs the Rust `tokenizers` library): the tokenizer.json is read by @huggingface/tokenizers, and
 // this module adds what that library does differently from Rust, found by comparing the ids of
 // every code point and of fuzzed texts (js/scripts/compare_tokenizers.mjs):
@@ -41,7 +41,7 @@ export function rustCompatible(text) {
   });
 }
 
-// Python's str.isspace(): a text of only these is "empty" (ipt_edge/tokenization.py).
+// Python's str.isspace(): a text of only these is "empty" (ipt_edge/tokenizer.py).
 const PY_SPACE = /^[\t\n\v\f\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$/;
 const LONE_SURROGATE = /[\ud800-\udfff]/u; // with the u flag, a valid pair is one character
 // Where a text may be cut: before whitespace (both libraries split there; no token spans it), and,
