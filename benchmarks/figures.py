@@ -40,7 +40,9 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
 import matplotlib
+from train_speed import group_runs
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -233,19 +235,7 @@ CONFIG_STYLE = {
 
 
 def training_speed_vs_accuracy(results: Path, out: Path) -> None:
-    runs = read_jsonl(results / "train-speed.jsonl")
-    groups: dict[tuple, dict[str, list[dict]]] = {}
-    for r in runs:
-        # as train_speed.py's table: per learning rate too (runs before the field: 5e-2)
-        key = (
-            r["task"],
-            r["backbone"],
-            r["train_rows"],
-            r["epochs"],
-            r["prefix_from_layer"],
-            r.get("lr", 5e-2),
-        )
-        groups.setdefault(key, {}).setdefault(r["config"], []).append(r)
+    groups = group_runs(read_jsonl(results / "train-speed.jsonl"))  # as train_speed.py's table
     tasks = [t for t in ("sst2", "agnews") if any(k[0] == t for k in groups)]
     figure, axes = plt.subplots(1, len(tasks), figsize=(10, 3.9))
     shown: dict[str, object] = {}

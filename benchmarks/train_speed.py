@@ -100,12 +100,9 @@ def run(args: argparse.Namespace) -> None:
     table(args.results)
 
 
-def table(results: Path) -> None:
-    """Per (task, backbone, budget, K, lr) and config: rows/s, its ratio to legacy, peak RSS,
-    accuracies. Rows/s and RSS come from the runs on a quiet machine only; a run marked
-    "contended" (taken beside other jobs) counts for accuracy alone. Runs recorded before the lr
-    field trained at 5e-2, the one default rate then."""
-    runs = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+def group_runs(runs: list[dict]) -> dict[tuple, dict[str, list[dict]]]:
+    """Runs by (task, backbone, rows, epochs, K, lr), then by config: what the table and
+    benchmarks/figures.py compare side by side (runs before the lr field: 5e-2)."""
     groups: dict[tuple, dict[str, list[dict]]] = {}
     for r in runs:
         key = (
@@ -117,6 +114,15 @@ def table(results: Path) -> None:
             r.get("lr", 5e-2),
         )
         groups.setdefault(key, {}).setdefault(r["config"], []).append(r)
+    return groups
+
+
+def table(results: Path) -> None:
+    """Per (task, backbone, budget, K, lr) and config: rows/s, its ratio to legacy, peak RSS,
+    accuracies. Rows/s and RSS come from the runs on a quiet machine only; a run marked
+    "contended" (taken beside other jobs) counts for accuracy alone. Runs recorded before the lr
+    field trained at 5e-2, the one default rate then."""
+    groups = group_runs([json.loads(line) for line in results.read_text().splitlines() if line.strip()])
     print(
         "| task | backbone | rows × epochs | K | lr | config | seeds | rows/s | × legacy | peak RSS MB "
         "| dev | test (mean ± sd) |"
