@@ -391,7 +391,9 @@ def main() -> None:
     parser.add_argument("--per-class", default="8,16,64", help="curves: rows per label, comma-separated")
     parser.add_argument("--subsets", type=int, default=3, help="curves: subsets per size (subset i: seed i)")
     parser.add_argument(
-        "--methods", default="default,probe", help="curves: default,prefix,probe,setfit,finetune"
+        "--methods",
+        default="default,probe",
+        help="curves: default,cross-entropy,prefix,probe,setfit,finetune",
     )
     parser.add_argument(
         "--setfit-python", default="work/setfit-venv/bin/python", help="curves: SetFit's venv"

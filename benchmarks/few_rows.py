@@ -47,7 +47,7 @@ def subset(task: str, per_class: int, index: int, out: Path) -> Path:
     return out
 
 
-def probe(task: str, train_file: Path, labels: str | None) -> float:
+def probe(task: str, train_file: Path, labels: str | None, backbone_name: str | None = None) -> float:
     """Test accuracy of logistic regression (C = 1) on normalised mean-pooled frozen embeddings."""
     import torch
 
@@ -58,6 +58,8 @@ def probe(task: str, train_file: Path, labels: str | None) -> float:
 
     spec = TASKS[task]
     options = TrainOptions(train_file, Path("unused"), text_column=spec["text_column"], labels=labels)
+    if backbone_name:
+        options.backbone = backbone_name
     train_set, _, raw_labels, _ = load_task_data(options, lambda message: None)
     test_set = read_examples(Path(spec["folder"]) / "test.tsv", options, raw_labels)[0]
     backbone = load_backbone(options.backbone)

@@ -8,8 +8,12 @@ user would pick instead, on seeded subsets of each task's training split (issue 
 
 Methods, each on the same R rows per label (subset i drawn with seed i) and tested on the task's
 held-out test split:
-- `default`: `ipt-edge train` with only the column flags: no --dev, the step budget, the probe floor
-  (the record says whether the prompts or the probe were kept);
+- `default`: `ipt-edge train` with only the column flags: no --dev, the recipe its rows call for
+  (pairs under 100 rows per label), the probe floor (the record says which recipe ran, and whether
+  the prompts or the probe were kept);
+- `anchor-1`: the default with the pairs recipe's anchor at 1 instead of 0.5 (export/pairs.py);
+- `cross-entropy`: the same with `--recipe cross-entropy`, the default before pairs (runs before
+  the pairs recipe existed are recorded under this name: the code they ran is this recipe's);
 - `prefix`: the same with `--generator prefix` (one static prefix for every input);
 - `probe`: logistic regression (C = 1) on the frozen backbone's normalised mean-pooled embeddings
   (benchmarks/few_rows.py), trained in seconds;
@@ -44,7 +48,8 @@ def train_ipt(spec: dict, train_file: Path, method: str, seed: int, backbone: st
     from ipt_edge_export.checkpoint import model_from_checkpoint, read_checkpoint
     from ipt_edge_export.train import TrainOptions, accuracies, train
 
-    generator = {"default": {}, "prefix": {"generator": "prefix"}}[method]
+    generator = {"default": {}, "prefix": {"generator": "prefix"}, "cross-entropy": {"recipe": "cross-entropy"},
+                 "anchor-1": {"pair_anchor": 1.0}}[method]  # fmt: skip
     with tempfile.TemporaryDirectory() as scratch:
         options = TrainOptions(train_file, Path(scratch) / "ckpt", text_column=spec["text_column"],
                                seed=seed, backbone=backbone, **generator)  # fmt: skip
@@ -53,7 +58,7 @@ def train_ipt(spec: dict, train_file: Path, method: str, seed: int, backbone: st
         encoder = BundleTokenizer(source.tokenizer_path, model.config.max_length)
         tested = accuracies(model, encoder, {"test": Path(spec["folder"]) / "test.tsv"}, options,
                             model.config.label_values)  # fmt: skip
-    kept = {k: record[k] for k in ("kept", "probe_dev_accuracy", "dev_accuracy", "lr", "restarts")}
+    kept = {k: record[k] for k in ("kept", "recipe", "probe_dev_accuracy", "dev_accuracy", "lr", "restarts")}
     return {"steps": record["steps"], "train_seconds": record["train_seconds"], **kept, **tested}
 
 
@@ -105,7 +110,7 @@ def run(tasks: dict, task: str, per_classes: list[int], subsets: int, methods: l
                         continue
                     started = time.perf_counter()
                     if method == "probe":
-                        report = {"test_accuracy": probe(task, rows, spec["labels"])}
+                        report = {"test_accuracy": probe(task, rows, spec["labels"], backbone)}
                     elif method == "setfit":
                         report = setfit(spec, rows, index, setfit_python)
                     elif method == "finetune":

@@ -183,18 +183,34 @@ async def closed_loop(
 
 async def open_loop(load: Load, rate: float, seconds: float, pid: int) -> dict:
     """Requests sent at `rate` per second for `seconds`, each on an idle connection or a new one,
-    whatever the answers; every answer is awaited (the queue drains) before this returns."""
+    whatever the answers; every answer is awaited (the queue drains) before this returns.
+
+    As any HTTP client does, a request whose reused keep-alive connection turns out closed by the
+    server (its idle timeout) before any answer is sent again once on a new connection, and counted
+    as `stale_retried`. `failed` is then a wrong label, a status other than 200 or 503, or an error
+    on a fresh connection; `errors` names each error's kind."""
     idle: list[Connection] = []
-    counts = {"ok": 0, "refused_503": 0, "failed": 0}
+    counts = {"ok": 0, "refused_503": 0, "failed": 0, "stale_retried": 0}
+    errors: dict[str, int] = {}
     peak = rss_mb(pid)
 
     async def one(index: int) -> None:
+        body = load.bodies[index % len(load.bodies)]
         connection = idle.pop() if idle else None
         try:
-            connection = connection or await Connection.open(load.host, load.port)
-            status, headers, payload = await connection.post(load.bodies[index % len(load.bodies)])
-        except (OSError, asyncio.IncompleteReadError):
+            if connection is not None:
+                try:
+                    status, headers, payload = await connection.post(body)
+                except (ConnectionResetError, BrokenPipeError, asyncio.IncompleteReadError):
+                    connection.close()
+                    counts["stale_retried"] += 1
+                    connection = None
+            if connection is None:
+                connection = await Connection.open(load.host, load.port)
+                status, headers, payload = await connection.post(body)
+        except (OSError, asyncio.IncompleteReadError) as error:
             counts["failed"] += 1
+            errors[type(error).__name__] = errors.get(type(error).__name__, 0) + 1
             return
         if status == 503 and headers.get("retry-after"):
             counts["refused_503"] += 1
@@ -225,7 +241,7 @@ async def open_loop(load: Load, rate: float, seconds: float, pid: int) -> dict:
     for connection in idle:
         connection.close()
     return {"target_rate": round(rate, 1), "offered_rate": round(offered, 1), "sent": total, **counts,
-            "rss_peak_mb": round(peak, 1)}  # fmt: skip
+            "errors": errors, "rss_peak_mb": round(peak, 1)}  # fmt: skip
 
 
 # ---- 2. and 3. the server -----------------------------------------------------------------------
@@ -322,7 +338,7 @@ def cpu_name() -> str:
 def table(results: Path) -> None:
     """One row per run: throughput by clients, latency at 1 client, RSS, overload."""
     runs = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
-    print("| date | commit | cores × threads | in-process texts/s | req/s at 1 / 8 / 32 / 128 clients "
+    print("| date | commit | cores × threads, options | in-process texts/s | req/s at 1 / 8 / 32 / 128 clients "
           "| × in-process at 32 (≥ 0.85) | p50 / p99 ms at 1 client (in-process one text p50 + 3) "
           "| RSS MB after 1k / all requests | overload: offered req/s, 200 / 503 / failed, RSS peak MB | exit |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -330,11 +346,13 @@ def table(results: Path) -> None:
         by = {p["clients"]: p for p in r["clients"]}
         one, inproc, over = by[1], r["in_process"], r["overload"]
         rates = " / ".join(f"{by[c]['requests_per_second']:,.0f}" for c in CLIENTS)
-        print(f"| {r['date']} | {r['commit']} | {r['cores']} × {r['threads'] or 'all'} | {inproc['texts_per_second']:,.0f} "
+        options = f" `{r['serve_args']}`" if r.get("serve_args") else ""
+        stale = f" ({over['stale_retried']} stale retried)" if "stale_retried" in over else ""
+        print(f"| {r['date']} | {r['commit']} | {r['cores']} × {r['threads'] or 'all'}{options} | {inproc['texts_per_second']:,.0f} "
               f"| {rates} | {r['ratio_at_32']:.2f} "
               f"| {one['p50_ms']:.1f} / {one['p99_ms']:.1f} ({inproc['one_text_p50_ms'] + 3:.1f}) "
               f"| {r['rss_mb_after_1000']:.0f} / {r['rss_mb_after_total']:.0f} ({r['total_requests']:,}) "
-              f"| {over['offered_rate']:,.0f}, {over['ok']:,} / {over['refused_503']:,} / {over['failed']}, "
+              f"| {over['offered_rate']:,.0f}, {over['ok']:,} / {over['refused_503']:,} / {over['failed']}{stale}, "
               f"{over['rss_peak_mb']:.0f} | {r['exit_code']} |")  # fmt: skip
 
 

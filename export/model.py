@@ -401,6 +401,13 @@ class IPTModel(nn.Module):
     def forward(self, input_ids, attention_mask, token_type_ids, lower: torch.Tensor | None = None):
         """logits [B, C]. `lower` [B, T, H], where given, is `lower_states` of these rows: the
         layers below the first prompted one are then not run again (export/train.py caches it)."""
+        pooled = self.embed(input_ids, attention_mask, token_type_ids, lower)  # [B, H] fp32
+        with torch.autocast(input_ids.device.type, enabled=False):
+            return self.head(self.dropout(pooled))  # [B, C]
+
+    def embed(self, input_ids, attention_mask, token_type_ids, lower: torch.Tensor | None = None):
+        """The prompted backbone's pooled states, fp32 [B, H]: what the head reads (and what the
+        contrastive stage of export/pairs.py trains on)."""
         token_embeds = self.word_embeddings(input_ids)  # [B, T, H]
         # Under training's bf16 autocast only the frozen backbone runs in bf16: the generator and the
         # head, the weights that train, compute in fp32.
@@ -419,8 +426,7 @@ class IPTModel(nn.Module):
             layers = range(config.prefix_from_layer, self.num_layers)
             states = self.backbone.layer_outputs(None, attention_mask, None, mask, prefix_kv, layers, lower)
             hidden = self.backbone.arch.finish(self.backbone, states[-1] if states else lower)
-        with torch.autocast(input_ids.device.type, enabled=False):
-            return self.head(self.dropout(pool(hidden.float(), attention_mask, config.pooling)))  # [B, C]
+        return pool(hidden.float(), attention_mask, config.pooling)  # [B, H]
 
     @torch.no_grad()
     def lower_states(

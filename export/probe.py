@@ -1,7 +1,7 @@
 """The linear probe: logistic regression on the frozen backbone's pooled states, no prompt.
 
 It trains in seconds and is the floor every task is held to: `train` fits it first, prints its dev
-accuracy beside the task's, and keeps it instead of the prompts when it does at least as well on dev.
+accuracy beside the task's, and keeps it instead of the prompts when it does better on dev.
 A kept probe is an ordinary task whose prefix no layer reads (prefix_from_layer = the number of
 layers), so both runtimes run it unchanged.
 
@@ -27,11 +27,14 @@ C = 1.0  # inverse L2 strength, as scikit-learn's LogisticRegression default (th
 @torch.no_grad()
 def probe_features(
     model: IPTModel, encoder: BundleTokenizer, texts: Sequence[Text], dtype: torch.dtype | None = None,
-    batch_size: int = 64,
+    batch_size: int = 64, prompted: bool = False,
 ) -> torch.Tensor:  # fmt: skip
-    """Pooled states of the frozen backbone without any prefix, fp32 [N, H]; rows sorted by length
-    into batches so padding stays small, under autocast to `dtype` if given (training's bf16)."""
+    """Pooled states of the frozen backbone without any prefix (with `prompted`, through the
+    model's prompts, as its head reads them), fp32 [N, H]; rows sorted by length into batches so
+    padding stays small, under autocast to `dtype` if given (training's bf16)."""
     device = next(model.head.parameters()).device
+    was_training = model.training
+    model.eval()  # no dropout in the generator
     order = sorted(range(len(texts)), key=lambda i: len(str(texts[i])))
     features = torch.empty(len(texts), model.head.in_features)
     for start in range(0, len(order), batch_size):
@@ -42,8 +45,12 @@ def probe_features(
             for a in (batch.input_ids, batch.attention_mask, batch.token_type_ids)
         )
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            if prompted:
+                features[rows] = model.embed(ids, mask, types).float().cpu()  # [B, H]
+                continue
             hidden = model.frozen_states(ids, mask, types)  # [B, T, H]
         features[rows] = pool(hidden.float(), mask, model.config.pooling).cpu()
+    model.train(was_training)
     return features
 
 
@@ -82,8 +89,10 @@ class LinearProbe:
         return (predicted == torch.tensor(list(labels))).float().mean().item()
 
     @torch.no_grad()
-    def into(self, model: IPTModel) -> None:
-        """Make `model` this probe: its head becomes the probe's, and no layer reads the prefix."""
-        model.drop_prefix()
+    def into(self, model: IPTModel, drop_prefix: bool = True) -> None:
+        """Make `model`'s head this probe's; with `drop_prefix`, no layer reads the prefix any
+        more (the task is the probe). Without, the head reads the prompted states it was fitted on."""
+        if drop_prefix:
+            model.drop_prefix()
         model.head.weight.copy_(self.weight)
         model.head.bias.copy_(self.bias)

@@ -42,6 +42,7 @@ from ipt_edge_export.checkpoint import (
     text_budget,
 )
 from ipt_edge_export.model import IPTConfig, IPTModel, check_generator, position_offset
+from ipt_edge_export.pairs import PairOptions, PairsDiverged, fit_pairs
 from ipt_edge_export.probe import LinearProbe, probe_features
 
 
@@ -77,7 +78,9 @@ class TrainOptions:
     cache_mb: int = 512  # with prefix_from_layer > 0: memory for the layers below it, computed once per row
     max_batch_tokens: int = 2048  # a batch with more (rows x padded length) runs in parts, gradients summed
     legacy_loop: bool = False  # the loop before issue #28, every lever off: benchmarks/train_speed.py only
-    probe_floor: bool = True  # keep the linear probe instead of the prompts when it does as well on dev
+    probe_floor: bool = True  # keep the linear probe instead of the prompts when it does better on dev
+    recipe: str = "auto"  # auto | pairs | cross-entropy: how the prompts learn (choose_recipe)
+    pair_anchor: float = 0.5  # pairs: weight of the pull to each row's frozen embedding (export/pairs.py)
 
 
 @dataclass
@@ -542,6 +545,43 @@ def start_from_pretrained_generator(model: IPTModel, checkpoint_dir: Path, backb
     model.load_state_dict(weights, strict=False)
 
 
+RECIPES = ("auto", "pairs", "cross-entropy")
+PAIRS_BELOW = 100  # rows per label (on average) under which `auto` trains the prompts on pairs
+
+
+def choose_recipe(options: TrainOptions, rows: int, labels: int) -> str:
+    """--recipe, or for `auto`: pairs (export/pairs.py) for under PAIRS_BELOW rows per label, the
+    "tens of rows" where cross-entropy through the prompts did no better than the probe
+    (docs/accuracy.md), cross-entropy above."""
+    if options.recipe not in RECIPES:
+        raise ValueError(f"recipe must be one of {', '.join(RECIPES)}; got {options.recipe!r}")
+    if options.recipe != "auto":
+        return options.recipe
+    return "pairs" if rows < PAIRS_BELOW * labels else "cross-entropy"
+
+
+def fit_on_pairs(
+    model: IPTModel, encoder: BundleTokenizer, train_set: Examples, frozen: torch.Tensor, options: TrainOptions,
+    dtype: torch.dtype | None, say: Callable[[str], None],
+) -> FitResult:  # fmt: skip
+    """The pairs recipe: the generator trained on pairs of rows, each held near its `frozen`
+    embedding ([N, H] pooled states of the unprompted backbone), then the head fitted as the
+    linear probe on the prompted states. The last state is kept (no dev step to choose)."""
+    rows, device = TokenizedRows.of(encoder, train_set.texts), model_device(model)
+    steps = options.steps or (training_steps(len(train_set.texts), options) if options.epochs else None)
+    pairs = PairOptions(batch_size=options.batch_size, seed=options.seed, anchor=options.pair_anchor)
+    pairs = replace(pairs, steps=steps or pairs.steps)
+    lr = (options.lr or 0.0) * pairs.lr_share
+    try:
+        seconds = fit_pairs(model, lambda batch: rows.batch(batch, device), train_set.labels,
+                            F.normalize(frozen, dim=-1), pairs, lr, dtype, say)  # fmt: skip
+    except PairsDiverged as why:
+        raise Diverged(str(why)) from why
+    prompted = probe_features(model, encoder, train_set.texts, prompted=True)  # fp32, as the graphs will run
+    LinearProbe.fit(prompted, train_set.labels, len(model.config.labels)).into(model, drop_prefix=False)
+    return FitResult(None, None, pairs.steps, pairs.steps, seconds, [])
+
+
 UNKNOWN_BACKBONE_LR = 1e-2  # a backbone not in the packaged table: MPNet's, the safer of the two measured
 MAX_RESTARTS = 2  # a diverged run restarts at a quarter of the rate, at most this many times
 
@@ -553,7 +593,7 @@ def default_lr(backbone: str) -> float:
 
 def train(options: TrainOptions, progress: Callable[[str], None] = print) -> dict:
     """Train a task's generator and head, keep the best dev state, hold it to the linear probe (the
-    probe is kept when it does at least as well on dev), save the checkpoint."""
+    probe is kept when it does better on dev), save the checkpoint."""
     torch.set_num_threads(options.threads or usable_cores())
     torch.manual_seed(options.seed)
     check_generator(options.generator)  # before reading data and the backbone
@@ -561,6 +601,12 @@ def train(options: TrainOptions, progress: Callable[[str], None] = print) -> dic
     options = replace(options, lr=options.lr or default_lr(options.backbone))
     device = resolve_device(options.device)
     train_set, dev_set, raw_labels, label_names = load_task_data(options, progress)
+    recipe = choose_recipe(options, len(train_set.texts), len(raw_labels))
+    if options.recipe == "auto":
+        per_label = len(train_set.texts) / len(raw_labels)
+        progress(
+            f"recipe: {recipe} ({per_label:,.0f} rows per label; pairs under {PAIRS_BELOW}; --recipe to choose)"
+        )
     floor_only = False  # a dev split too small to choose steps by: it only decides task or probe
     if dev_set is None:
         train_set, dev_set, floor_only = carve_dev(train_set, options.seed)
@@ -596,9 +642,8 @@ def train(options: TrainOptions, progress: Callable[[str], None] = print) -> dic
     )
     probe_started = time.perf_counter()
     dtype = autocast_dtype(options, device, say=lambda message: None)  # fit says it
-    probe = LinearProbe.fit(
-        probe_features(model, encoder, train_set.texts, dtype), train_set.labels, len(raw_labels)
-    )
+    frozen = probe_features(model, encoder, train_set.texts, dtype)  # [N, H]
+    probe = LinearProbe.fit(frozen, train_set.labels, len(raw_labels))
     dev_features = probe_features(model, encoder, dev_set.texts) if dev_set else None
     probe_dev = probe.accuracy(dev_features, dev_set.labels) if dev_set and dev_features is not None else None
     if probe_dev is not None:
@@ -608,29 +653,52 @@ def train(options: TrainOptions, progress: Callable[[str], None] = print) -> dic
     while True:
         guard = len(restarts) < MAX_RESTARTS
         try:
-            select_on = None if floor_only else dev_set
-            result = fit(model, encoder, train_set, select_on, options, model.tuned_state, progress, guard)
+            if recipe == "pairs":
+                result = fit_on_pairs(model, encoder, train_set, frozen, options, dtype, progress)
+            else:
+                select_on = None if floor_only else dev_set
+                result = fit(
+                    model, encoder, train_set, select_on, options, model.tuned_state, progress, guard
+                )
             break
         except Diverged as why:
+            if not guard:  # the pairs recipe raises whatever the guard (a NaN has nothing to keep)
+                raise ValueError(
+                    f"training diverged at lr {options.lr:g} after {MAX_RESTARTS} restarts: {why}"
+                ) from why
             restarts.append({"lr": options.lr, "why": str(why)})
             progress(f"training diverged: {why}. Restarting at lr {options.lr / 4:g} (was {options.lr:g})")
             options = replace(options, lr=options.lr / 4)
             model = new_model()
     if result.best_state is not None:
         model.load_state_dict(result.best_state, strict=False)
-    task_dev = result.best_dev if not floor_only else evaluate(model, encoder, dev_set) if dev_set else None
+    task_dev = (
+        result.best_dev
+        if result.best_dev is not None
+        else evaluate(model, encoder, dev_set)
+        if dev_set
+        else None
+    )
     kept = "prompts"
-    if options.probe_floor and probe_dev is not None and task_dev is not None and probe_dev >= task_dev:
+    if options.probe_floor and probe_dev is not None and task_dev is not None and probe_dev > task_dev:
         kept = "probe"
-        if floor_only:  # the held-out rows decided; the probe they chose is fitted on every row
-            every = train_set.texts + dev_set.texts
-            probe = LinearProbe.fit(probe_features(model, encoder, every, dtype),
-                                    train_set.labels + dev_set.labels, len(raw_labels))  # fmt: skip
+        if (
+            floor_only and dev_features is not None
+        ):  # the held-out rows decided; the probe is fitted on every row
+            probe = LinearProbe.fit(torch.cat([frozen, dev_features]), train_set.labels + dev_set.labels,
+                                    len(raw_labels))  # fmt: skip
         probe.into(model)
-        progress(f"the linear probe does at least as well on dev ({probe_dev:.4f} vs the task's "
+        progress(f"the linear probe does better on dev ({probe_dev:.4f} vs the task's "
                  f"{task_dev:.4f}): the task is the probe, a head on the frozen backbone with no prompt")  # fmt: skip
     elif probe_dev is not None and task_dev is not None:
         progress(f"dev accuracy {task_dev:.4f}, linear probe {probe_dev:.4f}")
+    if kept == "prompts" and floor_only and recipe == "pairs" and dev_set and dev_features is not None:
+        # The held-out rows chose the prompts; trained on pairs in seconds, they train again on every row.
+        train_set = Examples(train_set.texts + dev_set.texts, train_set.labels + dev_set.labels)
+        every_frozen = torch.cat([frozen, dev_features])
+        progress(f"training the prompts again on all {len(train_set.texts):,} rows")
+        model = new_model()
+        result = fit_on_pairs(model, encoder, train_set, every_frozen, options, dtype, progress)
     model.to("cpu")  # checkpoints hold CPU tensors
     record = {
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
@@ -641,6 +709,7 @@ def train(options: TrainOptions, progress: Callable[[str], None] = print) -> dic
         "dev_accuracy": task_dev,
         "probe_dev_accuracy": probe_dev,
         "kept": kept,
+        "recipe": recipe,
         "lr": options.lr,
         "restarts": restarts,
         "history": result.history,

@@ -348,11 +348,12 @@ def create_app(
     max_wait: float,
     max_queue: int,
     api_key: str | None = None,
+    workers: int = 1,
 ) -> Guard:
     """The ASGI app: the routes behind the API key check, the request log and the metrics."""
     metrics = Metrics()
     tasks = {name: bundle.task(name) for name in bundle.tasks}
-    batcher = Batcher(bundle, max_batch, batch_size, max_wait, max_queue, metrics.batch_rows.observe)
+    batcher = Batcher(bundle, max_batch, batch_size, max_wait, max_queue, metrics.batch_rows.observe, workers)
     server = Server(bundle, tasks, batcher, limits, metrics)
 
     @contextlib.asynccontextmanager

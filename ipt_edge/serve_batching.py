@@ -1,7 +1,7 @@
-"""Dynamic batching for `ipt-edge serve`: requests wait in one bounded queue, and one worker thread
-merges whatever is waiting into one `Bundle.run` call.
+"""Dynamic batching for `ipt-edge serve`: requests wait in one bounded queue, and each free worker
+thread merges whatever is waiting into one `Bundle.run` call.
 
-    batcher = Batcher(bundle, max_batch=64, batch_size=8, max_wait=0.005, max_queue=1024)
+    batcher = Batcher(bundle, max_batch=64, batch_size=8, max_wait=0.005, max_queue=1024, workers=2)
     with batcher.arriving() as submit:    # while a request is read and checked
         accepted = submit(job)            # False: the queue is full (the server answers 503)
     ...                                   # job.done(predictions or error), on the worker thread
@@ -21,8 +21,10 @@ their longest, are twice the tokens they hold; sorted into batches of 8, 1.2 tim
 in one call; a job larger than max_batch goes alone. A call that fails is retried job by job, so a
 bad input fails only its own request.
 
-One worker, not a pool: ONNX Runtime already spreads each call over every core (--threads), and
-two calls at once would only share them.
+Workers: each runs its own calls, at once with the others' (one Bundle serves many threads).
+With one worker, ONNX Runtime spreads each call over the cores (--threads); with one worker a
+core, each call runs on one thread and no call waits for a thread the event loop or the other
+calls hold, which on 2 cores serves more requests per second (docs/serving.md, "Workers").
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ class Batcher:
         max_wait: float,
         max_queue: int,
         observe_batch: Callable[[int], None] = lambda rows: None,
+        workers: int = 1,
     ):
         self.bundle = bundle
         self.max_batch = max_batch  # rows per Bundle.run call
@@ -73,8 +76,12 @@ class Batcher:
         self._arriving = 0  # requests being read and checked, not yet queued or refused
         self._closing = False
         self._changed = threading.Condition()
-        self._worker = threading.Thread(target=self._work, name="ipt-edge-batcher", daemon=True)
-        self._worker.start()
+        self._workers = [
+            threading.Thread(target=self._work, name=f"ipt-edge-batcher-{i}", daemon=True)
+            for i in range(workers)
+        ]
+        for worker in self._workers:
+            worker.start()
 
     @contextmanager
     def arriving(self) -> Iterator[Callable[[Job], bool]]:
@@ -114,17 +121,18 @@ class Batcher:
         return True
 
     def close(self) -> None:
-        """Answer every job already queued, then stop the worker. Blocks until it has."""
+        """Answer every job already queued, then stop the workers. Blocks until they have."""
         with self._changed:
             self._closing = True
-            self._changed.notify()
-        self._worker.join()
+            self._changed.notify_all()
+        for worker in self._workers:
+            worker.join()
 
     def _work(self) -> None:
         while jobs := self._next_batch():
             try:
                 self._run(jobs)
-            except Exception:  # a bug in a done callback: the worker must live on for the others
+            except Exception:  # a bug in a done callback: the workers must live on for the others
                 log.exception("the batch worker failed to deliver an answer")
 
     def _next_batch(self) -> list[Job]:

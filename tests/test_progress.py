@@ -91,7 +91,8 @@ def test_train_logs_rows_rate_eta_and_loss_when_stderr_is_a_file(tiny_backbone, 
     with open(tmp_path / "log.txt", "w") as log:
         result = subprocess.run(
             [*CLI, "train", str(train), "-o", str(tmp_path / "ckpt"), "--backbone", str(tiny_backbone),
-             "--generator", "mlp-prefix", "--prompt-length", "2", "--epochs", "1", "--batch-size", "32"],
+             "--generator", "mlp-prefix", "--prompt-length", "2", "--epochs", "1", "--batch-size", "32",
+             "--recipe", "cross-entropy"],
             stderr=log, env=env, cwd=tmp_path,
         )  # fmt: skip
     assert result.returncode == 0

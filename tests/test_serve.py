@@ -194,6 +194,25 @@ def test_a_failed_call_is_retried_request_by_request_so_only_the_bad_one_fails()
     )
 
 
+def test_two_workers_run_two_calls_at_once_and_close_waits_for_both():
+    answers = Answers()
+    bundle = StandIn()
+    queue = Batcher(bundle, 32, 8, WAIT_S, 100, workers=2)
+    queue.submit(answers.job("first", "t1"))
+    assert bundle.running.wait(WAIT_S)  # the first worker is held inside its call ...
+    queue.submit(answers.job("second", "t2"))
+    deadline = time.monotonic() + WAIT_S
+    while len(bundle.runs) < 2:  # ... and the second takes the next request meanwhile
+        assert time.monotonic() < deadline, bundle.runs
+        time.sleep(0.001)
+    assert bundle.runs == [["t1"], ["t2"]] and not answers.given
+    closing = threading.Thread(target=queue.close)
+    closing.start()
+    bundle.release.set()
+    closing.join(WAIT_S)
+    assert not closing.is_alive() and set(answers.given) == {"first", "second"}
+
+
 def test_close_answers_every_queued_request_first():
     answers = Answers()
     bundle = StandIn()

@@ -57,6 +57,16 @@ def serve(
         ),
     ] = None,
     provider: ProviderOption = "cpu",
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Model calls run at once, each by a worker thread of its own, with --threads each. "
+            "Default: one a core on CPU, each on one thread (it served more than one call spread over "
+            "every core: docs/serving.md, 'Workers'); 1 on CUDA.",
+            show_default=False,
+        ),
+    ] = None,
     threads: ThreadsOption = None,
     precision: PrecisionOption = "fp32",
     max_batch: Annotated[
@@ -129,21 +139,34 @@ def serve(
     listening = _listen(host, port)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     logging.getLogger("uvicorn.error").addFilter(_no_upgrade_advice)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    workers = workers or (cores if provider == "cpu" else 1)
+    if workers > 1 and threads is None and not os.environ.get("IPT_EDGE_THREADS", "").strip():
+        threads = max(1, cores // workers)  # the cores shared out, not each worker all of them
     loaded, tasks = open_bundle(bundle, None, False, provider, threads, precision, spin=spin)
     _warm_up(loaded)
 
     from ipt_edge.serve import Limits, create_app
 
     asgi = create_app(
-        loaded, Limits(max_texts, max_body), max_batch, batch_size, max_wait_ms / 1000, max_queue, api_key
+        loaded,
+        Limits(max_texts, max_body),
+        max_batch,
+        batch_size,
+        max_wait_ms / 1000,
+        max_queue,
+        api_key,
+        workers,
     )
     where = listening.getsockname()
     logging.getLogger("ipt_edge.serve").info(
-        "serving %d task(s) of %s on http://%s:%d (Ctrl-C or SIGTERM to stop)",
+        "serving %d task(s) of %s on http://%s:%d (%d worker(s) x %s thread(s); Ctrl-C or SIGTERM to stop)",
         len(tasks),
         bundle,
         f"[{where[0]}]" if ":" in where[0] else where[0],
         where[1],
+        workers,
+        threads or "ONNX Runtime's default",
     )
     _run(asgi, listening)
 

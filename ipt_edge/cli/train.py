@@ -113,10 +113,19 @@ def train(
         bool,
         typer.Option(
             help="Fit the linear probe (logistic regression on the frozen backbone, seconds) first, print "
-            "its dev accuracy beside the task's, and keep it instead of the prompts when it does at least "
-            "as well on dev. --no-probe-floor keeps the prompts whatever their dev accuracy."
+            "its dev accuracy beside the task's, and keep it instead of the prompts when it does better "
+            "on dev. --no-probe-floor keeps the prompts whatever their dev accuracy."
         ),
     ] = True,
+    recipe: Annotated[
+        str,
+        typer.Option(
+            help="How the prompts learn. pairs: from pairs of rows (same label pulled together, others "
+            "apart, each row held near its frozen embedding), then the head as a probe on the prompted "
+            "states; seconds to minutes. cross-entropy: the prompts and head on each row's label, with "
+            "dev selection. auto: pairs under 100 rows per label, cross-entropy above (docs/training.md)."
+        ),
+    ] = "auto",
 ) -> None:
     """Train a task's prompt generator and head on the frozen backbone; saves a checkpoint.
 
@@ -134,7 +143,7 @@ def train(
         max_length=max_length, epochs=epochs, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
         max_train_rows=max_train_rows, eval_every=eval_every, threads=threads,
         init_generator=init_generator, prefix_from_layer=prefix_from_layer, device=device,
-        precision=precision, probe_floor=probe_floor,
+        precision=precision, probe_floor=probe_floor, recipe=recipe,
     )  # fmt: skip
     try:
         training.train(options, progress=say)
