@@ -21,10 +21,10 @@ their longest, are twice the tokens they hold; sorted into batches of 8, 1.2 tim
 in one call; a job larger than max_batch goes alone. A call that fails is retried job by job, so a
 bad input fails only its own request.
 
-Workers: each runs its own calls, at once with the others' (one Bundle serves many threads).
-With one worker, ONNX Runtime spreads each call over the cores (--threads); with one worker a
-core, each call runs on one thread and no call waits for a thread the event loop or the other
-calls hold, which on 2 cores serves more requests per second (docs/serving.md, "Workers").
+Workers (--workers): each runs its own calls, at once with the others' (one Bundle serves many
+threads). One worker, the default, has ONNX Runtime spread each call over the cores (--threads);
+on 2 cores, one worker a core with one thread each served 32 clients no faster and one client
+slower (docs/serving.md, "Workers").
 """
 
 from __future__ import annotations

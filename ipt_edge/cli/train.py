@@ -74,7 +74,8 @@ def train(
         float | None,
         typer.Option(
             help="Passes over the training rows (fractions allowed). Default: 2, and at least 300 optimizer "
-            "steps, so that a small set trains long enough (--steps sets the steps outright)."
+            "steps, so that a small set trains long enough; the pairs recipe: 100 steps of pairs (--steps "
+            "sets the steps outright)."
         ),
     ] = None,
     steps: Annotated[int | None, typer.Option(min=1, help="Optimizer steps; overrides --epochs.")] = None,
