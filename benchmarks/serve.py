@@ -346,7 +346,9 @@ def table(results: Path) -> None:
         by = {p["clients"]: p for p in r["clients"]}
         one, inproc, over = by[1], r["in_process"], r["overload"]
         rates = " / ".join(f"{by[c]['requests_per_second']:,.0f}" for c in CLIENTS)
-        options = f" `{r['serve_args']}`" if r.get("serve_args") else ""
+        given = " ".join(([f"--batch-size {r['batch_size']}"] if r.get("batch_size", 8) != 8 else [])
+                         + ([r["serve_args"]] if r.get("serve_args") else []))  # fmt: skip
+        options = f" `{given}`" if given else ""
         stale = f" ({over['stale_retried']} stale retried)" if "stale_retried" in over else ""
         print(f"| {r['date']} | {r['commit']} | {r['cores']} × {r['threads'] or 'all'}{options} | {inproc['texts_per_second']:,.0f} "
               f"| {rates} | {r['ratio_at_32']:.2f} "

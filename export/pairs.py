@@ -9,11 +9,10 @@ runs two texts per pair. Only the generator trains; the head is then the linear 
 prompted pooled states (export/probe.py), so the task ships as any other.
 
 Pairs alone pull a few dozen rows into tight clusters and the embedding drifts from what the
-backbone knew (on emotion at 8 rows per label, a row's prompted embedding ended at cosine 0.13 to
-its frozen one, and the task at 22.6% against the probe's 30.6%). An anchor term keeps each row's prompted
-embedding near its frozen one, as SetFit's small rate and single epoch keep its encoder near the
-pretrained one: with it, emotion 32.4, SST-2 65.0 (probe 65.0), TREC 76.2 (probe 52.6); weights 0.5
-to 2 moved these by about a point (docs/accuracy.md, "pairs").
+backbone knew (emotion at 8 rows per label: 25.0% against the probe's 36.6%). An anchor term keeps
+each row's prompted embedding near its frozen one, as SetFit's small rate and single epoch keep its
+encoder near the pretrained one (with it: 38.6% on the same rows; the `anchor-0` and `anchor-1`
+runs of docs/accuracy.md).
 
     seconds = fit_pairs(model, batch_of, labels, anchors, PairOptions(), lr, dtype, say)
     probe = LinearProbe.fit(probe_features(model, encoder, texts, dtype, prompted=True), labels, C)
@@ -37,7 +36,7 @@ from ipt_edge_export.model import IPTModel
 class PairOptions:
     steps: int = 100  # 3,200 row passes at batch 32: about 15 s for MiniLM on 2 cores
     batch_size: int = 32
-    lr_share: float = 0.2  # of the backbone's rate (MiniLM 5e-2 -> 1e-2: docs/accuracy.md, "pairs")
+    lr_share: float = 0.2  # of the backbone's rate: MiniLM 5e-2 -> 1e-2 (docs/training.md)
     anchor: float = 0.5  # weight of the pull towards each row's frozen embedding
     warmup: float = 0.06
     weight_decay: float = 0.01
