@@ -682,9 +682,8 @@ def train(options: TrainOptions, progress: Callable[[str], None] = print) -> dic
     kept = "prompts"
     if options.probe_floor and probe_dev is not None and task_dev is not None and probe_dev > task_dev:
         kept = "probe"
-        if (
-            floor_only and dev_features is not None
-        ):  # the held-out rows decided; the probe is fitted on every row
+        # The held-out rows decided; the probe they chose is fitted on every row.
+        if floor_only and dev_features is not None:
             probe = LinearProbe.fit(torch.cat([frozen, dev_features]), train_set.labels + dev_set.labels,
                                     len(raw_labels))  # fmt: skip
         probe.into(model)

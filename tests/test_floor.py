@@ -7,13 +7,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from ipt_edge.bundle import Bundle  # noqa: E402
 from ipt_edge_export import train as training  # noqa: E402
 from ipt_edge_export.checkpoint import read_checkpoint  # noqa: E402
-from ipt_edge_export.onnx_export import export_checkpoint  # noqa: E402
 from ipt_edge_export.probe import LinearProbe  # noqa: E402
 
-from .tiny import torch_logits  # noqa: E402
+from .tiny import assert_exported_task_matches_torch  # noqa: E402
 
 pytestmark = pytest.mark.export
 
@@ -46,15 +44,7 @@ def test_a_probe_that_wins_on_dev_is_the_task_and_the_runtime_runs_it(
     assert any("the task is the probe" in line for line in said)
     config = read_checkpoint(tmp_path / "ckpt").config
     assert config.prefix_from_layer == 2 and config.generator == "prefix"  # no layer of the 2 reads a prefix
-    export_checkpoint(tmp_path / "ckpt", tmp_path / "bundle", backbone=str(tiny_backbone), log=lambda m: None)
-    bundle = Bundle.load(tmp_path / "bundle")
-    runtime = bundle.predict_tasks(TEXTS, bundle.tasks)
-    expected = torch_logits(tmp_path / "ckpt", tiny_backbone, TEXTS)
-    probabilities = np.exp(expected) / np.exp(expected).sum(-1, keepdims=True)
-    got = np.array(
-        [list(runtime.record(i)["tasks"]["ckpt"]["probabilities"].values()) for i in range(len(TEXTS))]
-    )
-    np.testing.assert_allclose(got, probabilities, atol=1e-4)
+    assert_exported_task_matches_torch(tmp_path / "ckpt", tiny_backbone, tmp_path / "bundle", TEXTS)
 
 
 def test_prompts_that_beat_the_probe_are_kept_and_both_accuracies_are_printed(

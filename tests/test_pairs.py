@@ -5,18 +5,15 @@ rows per label, says so, and the task it saves runs in the runtime as any other.
 
 import random
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
-from ipt_edge.bundle import Bundle  # noqa: E402
 from ipt_edge_export import train as training  # noqa: E402
 from ipt_edge_export.checkpoint import read_checkpoint  # noqa: E402
-from ipt_edge_export.onnx_export import export_checkpoint  # noqa: E402
 from ipt_edge_export.pairs import balanced_batch, pair_loss  # noqa: E402
 
-from .tiny import torch_logits  # noqa: E402
+from .tiny import assert_exported_task_matches_torch  # noqa: E402
 
 pytestmark = pytest.mark.export
 
@@ -70,15 +67,7 @@ def test_a_small_set_trains_on_pairs_says_so_and_ships_a_task_the_runtime_reprod
     assert any(line.startswith("pairs: 15 steps of 32 rows, pair loss") for line in said)
     config = read_checkpoint(tmp_path / "ckpt").config
     assert config.prefix_from_layer == 0 and config.generator == "attn-prefix"  # the prompts are the task's
-    export_checkpoint(tmp_path / "ckpt", tmp_path / "bundle", backbone=str(tiny_backbone), log=lambda m: None)
-    bundle = Bundle.load(tmp_path / "bundle")
-    runtime = bundle.predict_tasks(TEXTS, bundle.tasks)
-    expected = torch_logits(tmp_path / "ckpt", tiny_backbone, TEXTS)
-    probabilities = np.exp(expected) / np.exp(expected).sum(-1, keepdims=True)
-    got = np.array(
-        [list(runtime.record(i)["tasks"]["ckpt"]["probabilities"].values()) for i in range(len(TEXTS))]
-    )
-    np.testing.assert_allclose(got, probabilities, atol=1e-4)
+    assert_exported_task_matches_torch(tmp_path / "ckpt", tiny_backbone, tmp_path / "bundle", TEXTS)
 
 
 def test_pairs_pull_same_label_rows_together(tiny_backbone, sentiment_files, tmp_path):

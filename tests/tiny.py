@@ -175,6 +175,28 @@ def torch_logits(checkpoint: Path, backbone: Path, texts: list):
         ).numpy()
 
 
+def assert_exported_task_matches_torch(
+    checkpoint: Path, backbone: Path, bundle_dir: Path, texts: list
+) -> None:
+    """Export `checkpoint`, load the bundle in the runtime, and check its probabilities for `texts`
+    against the PyTorch model's (1e-4)."""
+    import numpy as np
+
+    from ipt_edge.bundle import Bundle
+    from ipt_edge_export.onnx_export import export_checkpoint
+
+    export_checkpoint(checkpoint, bundle_dir, backbone=str(backbone), log=lambda m: None)
+    bundle = Bundle.load(bundle_dir)
+    runtime = bundle.predict_tasks(texts, bundle.tasks)
+    expected = torch_logits(checkpoint, backbone, texts)
+    probabilities = np.exp(expected) / np.exp(expected).sum(-1, keepdims=True)
+    name = checkpoint.name
+    got = np.array(
+        [list(runtime.record(i)["tasks"][name]["probabilities"].values()) for i in range(len(texts))]
+    )
+    np.testing.assert_allclose(got, probabilities, atol=1e-4)
+
+
 def cli_runner():
     """typer's CliRunner with stderr kept apart from stdout, at any click: click < 8.2 mixes the two
     unless told not to, and 8.2 dropped the option (and always keeps them apart)."""
