@@ -388,7 +388,11 @@ def main() -> None:
         type=Path,
         help="default: docs/accuracy-results.jsonl; curves: docs/learning-curves.jsonl",
     )
-    parser.add_argument("--per-class", default="8,16,64", help="curves: rows per label, comma-separated")
+    parser.add_argument(
+        "--per-class",
+        default="8,16,64",
+        help="curves: rows per label, comma-separated; all: the whole training split (subsets: seeds)",
+    )
     parser.add_argument("--subsets", type=int, default=3, help="curves: subsets per size (subset i: seed i)")
     parser.add_argument(
         "--methods",
@@ -410,7 +414,7 @@ def main() -> None:
         if args.task is None:
             parser.error("curves: --task is required")
         learning_curves.run(
-            TASKS, args.task, [int(n) for n in args.per_class.split(",")], args.subsets, args.methods.split(","),
+            TASKS, args.task, [None if n == "all" else int(n) for n in args.per_class.split(",")], args.subsets, args.methods.split(","),
             args.backbone or DEFAULT_BACKBONE, results, args.setfit_python,
         )  # fmt: skip
         return

@@ -4,6 +4,8 @@ user would pick instead, on seeded subsets of each task's training split (issue 
     python benchmarks/accuracy.py split --task trec                  # once per task (sst2: datasets)
     python benchmarks/accuracy.py curves --task sst2 --per-class 8,16,64 --subsets 3 \\
         --methods default,probe,setfit
+    python benchmarks/accuracy.py curves --task cb --per-class all --subsets 3 \\
+        --backbone all-mpnet-base-v2                                 # the whole training split, seeds 0-2
     python benchmarks/accuracy.py curves --table                     # mean (min–max) per point
 
 Methods, each on the same R rows per label (subset i drawn with seed i) and tested on the task's
@@ -53,7 +55,8 @@ def train_ipt(spec: dict, train_file: Path, method: str, seed: int, backbone: st
                  "anchor-1": {"pair_anchor": 1.0}, "anchor-0": {"pair_anchor": 0.0}}[method]  # fmt: skip
     with tempfile.TemporaryDirectory() as scratch:
         options = TrainOptions(train_file, Path(scratch) / "ckpt", text_column=spec["text_column"],
-                               seed=seed, backbone=backbone, **generator)  # fmt: skip
+                               text_pair_column=spec.get("text_pair_column"), seed=seed,
+                               backbone=backbone, **generator)  # fmt: skip
         record = train(options, progress=lambda message: None)
         model, source = model_from_checkpoint(read_checkpoint(options.out_dir))
         encoder = BundleTokenizer(source.tokenizer_path, model.config.max_length)
@@ -90,7 +93,7 @@ def point_key(r: dict) -> tuple:
     return (r["task"], r["backbone"], r["method"], r["per_class"], r["subset"])
 
 
-def run(tasks: dict, task: str, per_classes: list[int], subsets: int, methods: list[str], backbone: str,
+def run(tasks: dict, task: str, per_classes: list[int | None], subsets: int, methods: list[str], backbone: str,
         results: Path, setfit_python: str) -> None:  # fmt: skip
     spec = tasks[task]
     done = (
@@ -104,7 +107,11 @@ def run(tasks: dict, task: str, per_classes: list[int], subsets: int, methods: l
     for per_class in per_classes:
         for index in range(subsets):
             with tempfile.TemporaryDirectory() as scratch:
-                rows = subset(task, per_class, index, Path(scratch) / "train.tsv")
+                rows = (
+                    Path(spec["folder"]) / "train.tsv"  # the full set: run i differs by its seed only
+                    if per_class is None
+                    else subset(task, per_class, index, Path(scratch) / "train.tsv")
+                )
                 for method in methods:
                     key = (task, backbone, method, per_class, index)
                     if key in done:
@@ -121,7 +128,7 @@ def run(tasks: dict, task: str, per_classes: list[int], subsets: int, methods: l
                     record = dict(
                         zip(("task", "backbone", "method", "per_class", "subset"), key, strict=True)
                     )
-                    record.update(train_rows=per_class * len(set(_labels(rows))), seed=index, **report,
+                    record.update(train_rows=len(_labels(rows)), seed=index, **report,
                                   seconds=round(time.perf_counter() - started, 1), commit=commit)  # fmt: skip
                     with results.open("a", encoding="utf-8") as out:
                         out.write(json.dumps(record) + "\n")
@@ -141,7 +148,10 @@ def table(results: Path) -> str:
         )
     lines = ["| task | backbone | rows per class | method | subsets | test accuracy, mean (min–max) |",
              "|---|---|---|---|---|---|"]  # fmt: skip
-    for (task, backbone, per_class, method), values in sorted(groups.items()):
-        lines.append(f"| {task} | {backbone} | {per_class} | {method} | {len(values)} | "
+    for (task, backbone, per_class, method), values in sorted(
+        groups.items(), key=lambda group: (group[0][:2], group[0][2] or float("inf"), group[0][3])
+    ):
+        size = "all" if per_class is None else per_class
+        lines.append(f"| {task} | {backbone} | {size} | {method} | {len(values)} | "
                      f"{statistics.mean(values):.1f} ({min(values):.1f}–{max(values):.1f}) |")  # fmt: skip
     return "\n".join(lines)

@@ -8,11 +8,15 @@ in-process on the same texts.
 
 One run, in order:
 1. in-process, in a child process with the server's threads: Bundle.predict on all the texts at
-   the server's --batch-size and at Bundle's default 32 (texts/s; the faster is the comparison),
-   then one text at a time (p50, p99 ms);
+   the server's --batch-size and at Bundle's default 32 (texts/s; the faster is the comparison);
+   on calls of 32 texts in arrival order (what a server could reach, HTTP costing nothing, with
+   32 clients' texts in flight: the texts of each call sorted by length among 32, not 2,000); then
+   one text at a time (p50, p99 ms);
 2. the server (`ipt-edge serve`, its defaults but --threads and --serve-args), given 1,000
    requests, then 1, 8, 32 and 128 clients for --seconds each (closed loop: a client sends its
-   next request when its answer is in): requests/s, p50 and p99 ms. Then more at 32 clients up to
+   next request when its answer is in): requests/s, p50 and p99 ms; at 32 clients also the
+   server's CPU milliseconds a request, its event loop's (HTTP, JSON, checks, the log line) apart
+   from its other threads' (the batcher's model calls, ONNX Runtime's pool). Then more at 32 clients up to
    --total-requests (100,000): the server's RSS after the first 1,000 and after them all;
 3. overload: requests sent open loop at 4x the rate of 32 clients for --overload-seconds, whatever
    the answers: how many got 200, 503 (with Retry-After), anything else or a wrong label (failed:
@@ -43,6 +47,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 TASK = "sst2-sentiment"  # the bundle's task: models/sst2-sentiment exported (README's first command)
 CLIENTS = (1, 8, 32, 128)
@@ -78,6 +84,15 @@ def in_process(args: argparse.Namespace) -> dict:
             bundle.predict(texts, TASK, batch_size=batch_size)
             runs.append(len(texts) / (time.perf_counter() - started))
         rates[str(batch_size)] = round(statistics.median(runs), 1)
+    # What a batching server could reach with no HTTP cost at all when 32 clients each have one
+    # text in flight: calls of 32 texts in arrival order, each sorted into model batches of the
+    # server's --batch-size (the texts of all 2,000 at once sort into batches of nearly one length).
+    arrival = []
+    for _ in range(3):
+        started = time.perf_counter()
+        for start in range(0, len(texts), 32):
+            bundle.predict(texts[start : start + 32], TASK, batch_size=args.batch_size)
+        arrival.append(len(texts) / (time.perf_counter() - started))
     one = []
     for text in texts[: args.one_text_calls]:
         started = time.perf_counter()
@@ -86,6 +101,7 @@ def in_process(args: argparse.Namespace) -> dict:
     return {
         "texts_per_second": max(rates.values()),  # the comparison is with the faster batch size
         "texts_per_second_by_batch_size": rates,
+        "arrival_calls_of_32_texts_per_second": round(statistics.median(arrival), 1),
         "one_text_p50_ms": round(1000 * percentile(one, 0.5), 2),
         "one_text_p99_ms": round(1000 * percentile(one, 0.99), 2),
         "labels": bundle.predict(texts, TASK, batch_size=args.batch_size),
@@ -252,6 +268,21 @@ def rss_mb(pid: int) -> float:
     return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024
 
 
+def cpu_seconds(pid: int) -> np.ndarray:
+    """CPU seconds (user + system) the server has spent: [its main thread (uvicorn's event loop:
+    HTTP, JSON, checks, logging), every other thread (the batcher and ONNX Runtime's)]."""
+    spent = np.zeros(2)
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # a thread that ended meanwhile
+            continue
+        spent[0 if task.name == str(pid) else 1] += (int(fields[11]) + int(fields[12])) / os.sysconf(
+            "SC_CLK_TCK"
+        )
+    return spent
+
+
 def start_server(args: argparse.Namespace, log: Path) -> tuple[subprocess.Popen, str, int]:
     command = [sys.executable, "-m", "ipt_edge", "serve", "-b", str(args.bundle), "--port", "0",
                "--batch-size", str(args.batch_size), *shlex.split(args.serve_args)]  # fmt: skip
@@ -272,7 +303,14 @@ async def drive(args: argparse.Namespace, load: Load, pid: int) -> dict:
     record["rss_mb_after_1000"] = round(rss_mb(pid), 1)
     phases = []
     for clients in CLIENTS:
+        before = cpu_seconds(pid)
         phases.append(await closed_loop(load, clients, seconds=args.seconds))
+        spent = cpu_seconds(pid) - before
+        if clients == 32 and phases[-1]["requests"]:
+            record["cpu_ms_per_request_at_32"] = {
+                "event_loop": round(1000 * spent[0] / phases[-1]["requests"], 2),
+                "other_threads": round(1000 * spent[1] / phases[-1]["requests"], 2),
+            }
         print(f"  {clients} clients: {phases[-1]}", flush=True)
     record["clients"] = phases
     if load.sent < args.total_requests:
@@ -318,7 +356,9 @@ def run(args: argparse.Namespace) -> None:
         "date": time.strftime("%Y-%m-%d"), "commit": commit(), "cpu": cpu_name(), "cores": os.cpu_count(),
         "threads": args.threads, "batch_size": args.batch_size, "serve_args": args.serve_args,
         "texts": len(texts), "seconds": args.seconds, "in_process": inproc, **measured,
-        "ratio_at_32": round(at_32 / inproc["texts_per_second"], 3), "exit_code": exit_code,
+        "ratio_at_32": round(at_32 / inproc["texts_per_second"], 3),
+        "ratio_at_32_to_arrival_calls": round(at_32 / inproc["arrival_calls_of_32_texts_per_second"], 3),
+        "exit_code": exit_code,
     }  # fmt: skip
     with args.results.open("a") as out:
         out.write(json.dumps(record) + "\n")
@@ -339,9 +379,9 @@ def table(results: Path) -> None:
     """One row per run: throughput by clients, latency at 1 client, RSS, overload."""
     runs = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
     print("| date | commit | cores × threads, options | in-process texts/s | req/s at 1 / 8 / 32 / 128 clients "
-          "| × in-process at 32 (≥ 0.85) | p50 / p99 ms at 1 client (in-process one text p50 + 3) "
+          "| × in-process at 32 (≥ 0.85); × its calls of 32 in arrival order | CPU ms a request at 32: event loop / model | p50 / p99 ms at 1 client (in-process one text p50 + 3) "
           "| RSS MB after 1k / all requests | overload: offered req/s, 200 / 503 / failed, RSS peak MB | exit |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in runs:
         by = {p["clients"]: p for p in r["clients"]}
         one, inproc, over = by[1], r["in_process"], r["overload"]
@@ -350,8 +390,11 @@ def table(results: Path) -> None:
                          + ([r["serve_args"]] if r.get("serve_args") else []))  # fmt: skip
         options = f" `{given}`" if given else ""
         stale = f" ({over['stale_retried']} stale retried)" if "stale_retried" in over else ""
+        arrival = f"; {r['ratio_at_32_to_arrival_calls']:.2f}" if "ratio_at_32_to_arrival_calls" in r else ""
+        split = r.get("cpu_ms_per_request_at_32")
+        cpu = f"{split['event_loop']:.2f} / {split['other_threads']:.2f}" if split else "–"
         print(f"| {r['date']} | {r['commit']} | {r['cores']} × {r['threads'] or 'all'}{options} | {inproc['texts_per_second']:,.0f} "
-              f"| {rates} | {r['ratio_at_32']:.2f} "
+              f"| {rates} | {r['ratio_at_32']:.2f}{arrival} | {cpu} "
               f"| {one['p50_ms']:.1f} / {one['p99_ms']:.1f} ({inproc['one_text_p50_ms'] + 3:.1f}) "
               f"| {r['rss_mb_after_1000']:.0f} / {r['rss_mb_after_total']:.0f} ({r['total_requests']:,}) "
               f"| {over['offered_rate']:,.0f}, {over['ok']:,} / {over['refused_503']:,} / {over['failed']}{stale}, "

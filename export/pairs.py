@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from ipt_edge.progress import Progress
 from ipt_edge_export.model import IPTModel
+from ipt_edge_export.schedule import warmup_then_decay
 
 
 @dataclass
@@ -90,14 +91,7 @@ def fit_pairs(
         return 0.0
     device = next(model.head.parameters()).device
     optimizer = torch.optim.AdamW(generator, lr=lr, weight_decay=options.weight_decay)
-    warmup = max(1, round(options.warmup * options.steps))
-
-    def lr_at(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (options.steps - step) / max(1, options.steps - warmup))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
+    scheduler, _ = warmup_then_decay(optimizer, options.steps, options.warmup)
     by_label: dict[int, list[int]] = {}
     for i, label in enumerate(labels):
         by_label.setdefault(label, []).append(i)

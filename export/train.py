@@ -44,6 +44,7 @@ from ipt_edge_export.checkpoint import (
 from ipt_edge_export.model import IPTConfig, IPTModel, check_generator, position_offset
 from ipt_edge_export.pairs import PairOptions, PairsDiverged, fit_pairs
 from ipt_edge_export.probe import LinearProbe, probe_features
+from ipt_edge_export.schedule import warmup_then_decay
 
 
 @dataclass
@@ -451,14 +452,7 @@ def fit(
     optimizer = torch.optim.AdamW(trainable, lr=options.lr, weight_decay=options.weight_decay)
     steps_per_epoch = math.ceil(len(train_set.texts) / options.batch_size)
     total_steps = training_steps(len(train_set.texts), options)
-    warmup = max(1, round(options.warmup * total_steps))
-
-    def lr_at(step: int) -> float:  # linear warm-up, then linear decay to zero
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
+    scheduler, warmup = warmup_then_decay(optimizer, total_steps, options.warmup)
     eval_every = options.eval_every or steps_per_epoch
     shuffler = random.Random(options.seed)
     dtype = autocast_dtype(options, device, say)

@@ -1,5 +1,6 @@
 """benchmarks/accuracy.py's grid resumes: a job already in the results is not run again, and a
-failed run (an error row) is not a finished one."""
+failed run (an error row) is not a finished one. The learning curves' table puts the whole
+training split ("all") after every subset size."""
 
 import importlib.util
 import json
@@ -26,3 +27,22 @@ def test_a_grid_run_again_skips_finished_jobs_and_retries_failed_ones(tmp_path):
     assert accuracy.unfinished(jobs, tmp_path / "none.jsonl") == jobs  # nothing run yet
     other_budget = [{"task": "sst2", "method": "prefix", "seed": 0, "epochs": 3.0}]
     assert accuracy.unfinished(other_budget, results) == other_budget  # another budget is another job
+
+
+def test_the_curves_table_lists_the_whole_training_split_after_the_subset_sizes(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import learning_curves
+
+    runs = [
+        {"task": "cb", "backbone": "b", "method": "default", "per_class": None, "test_accuracy": 0.6},
+        {"task": "cb", "backbone": "b", "method": "default", "per_class": None, "test_accuracy": 0.7},
+        {"task": "cb", "backbone": "b", "method": "default", "per_class": 64, "test_accuracy": 0.5},
+        {"task": "cb", "backbone": "b", "method": "default", "per_class": 8, "test_accuracy": 0.4},
+    ]
+    results = tmp_path / "curves.jsonl"
+    results.write_text("".join(json.dumps(run) + "\n" for run in runs))
+    rows = learning_curves.table(results).splitlines()[2:]
+    assert [row.split(" | ")[2] for row in rows] == ["8", "64", "all"]
+    assert rows[-1].endswith("| 2 | 65.0 (60.0–70.0) |")

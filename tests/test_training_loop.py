@@ -1,9 +1,10 @@
 """The training loop's levers (issue #28) keep the trained function: length-bucketed batches see
-every row once per epoch, rows tokenized once pad as the runtime pads, a long batch run in parts
-and the layers below the first prompted one computed once give the loss and gradients of the plain
-step, and bf16 falls back to fp32 with a message. Speed itself is measured in
-benchmarks/train_speed.py, not here."""
+every row once per epoch, the rate warms up from the first step and ends at zero, rows tokenized
+once pad as the runtime pads, a long batch run in parts and the layers below the first prompted
+one computed once give the loss and gradients of the plain step, and bf16 falls back to fp32 with
+a message. Speed itself is measured in benchmarks/train_speed.py, not here."""
 
+import itertools
 import random
 
 import pytest
@@ -208,3 +209,21 @@ def test_a_dev_split_is_stratified_seeded_and_chooses_steps_only_where_it_is_lar
     assert dev_tiny.labels == [0]
     single = training.Examples(["a", "b"], [0, 1])
     assert training.carve_dev(single, seed=0) == (single, None, False)
+
+
+def test_the_rate_warms_up_from_its_first_step_then_falls_to_zero_at_the_last():
+    from ipt_edge_export.schedule import warmup_then_decay
+
+    weight = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([weight], lr=1.0)
+    scheduler, warmup = warmup_then_decay(optimizer, steps=100, warmup_share=0.06)
+    rates = []
+    for _ in range(100):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert warmup == 6
+    assert rates[0] == pytest.approx(1 / 6)  # the first step already learns
+    assert rates[5] == pytest.approx(1.0) and max(rates) == pytest.approx(1.0)
+    assert all(later <= earlier for earlier, later in itertools.pairwise(rates[5:]))
+    assert rates[-1] == pytest.approx(1 / 94) and optimizer.param_groups[0]["lr"] == 0.0
