@@ -76,23 +76,22 @@ def in_process(args: argparse.Namespace) -> dict:
     texts = read_texts(args.texts)
     bundle = Bundle.load(args.bundle, threads=args.threads)
     bundle.predict(texts[:64], TASK, batch_size=args.batch_size)  # warm up
-    rates = {}
-    for batch_size in sorted({args.batch_size, 32}):
+
+    def texts_per_second(calls_of: int, batch_size: int) -> float:
+        """The median of 3 passes over the texts, given to Bundle.predict `calls_of` at a time."""
         runs = []
         for _ in range(3):
             started = time.perf_counter()
-            bundle.predict(texts, TASK, batch_size=batch_size)
+            for start in range(0, len(texts), calls_of):
+                bundle.predict(texts[start : start + calls_of], TASK, batch_size=batch_size)
             runs.append(len(texts) / (time.perf_counter() - started))
-        rates[str(batch_size)] = round(statistics.median(runs), 1)
+        return round(statistics.median(runs), 1)
+
+    rates = {str(size): texts_per_second(len(texts), size) for size in sorted({args.batch_size, 32})}
     # What a batching server could reach with no HTTP cost at all when 32 clients each have one
     # text in flight: calls of 32 texts in arrival order, each sorted into model batches of the
     # server's --batch-size (the texts of all 2,000 at once sort into batches of nearly one length).
-    arrival = []
-    for _ in range(3):
-        started = time.perf_counter()
-        for start in range(0, len(texts), 32):
-            bundle.predict(texts[start : start + 32], TASK, batch_size=args.batch_size)
-        arrival.append(len(texts) / (time.perf_counter() - started))
+    arrival = texts_per_second(32, args.batch_size)
     one = []
     for text in texts[: args.one_text_calls]:
         started = time.perf_counter()
@@ -101,7 +100,7 @@ def in_process(args: argparse.Namespace) -> dict:
     return {
         "texts_per_second": max(rates.values()),  # the comparison is with the faster batch size
         "texts_per_second_by_batch_size": rates,
-        "arrival_calls_of_32_texts_per_second": round(statistics.median(arrival), 1),
+        "arrival_calls_of_32_texts_per_second": arrival,
         "one_text_p50_ms": round(1000 * percentile(one, 0.5), 2),
         "one_text_p99_ms": round(1000 * percentile(one, 0.99), 2),
         "labels": bundle.predict(texts, TASK, batch_size=args.batch_size),
