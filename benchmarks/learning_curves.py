@@ -15,6 +15,8 @@ held-out test split:
   the prompts or the probe were kept);
 - `anchor-1`, `anchor-0`: the default with the pairs recipe's anchor at 1 or 0 instead of 0.5
   (export/pairs.py);
+- `no-floor`: the default with `--no-probe-floor`: the prompts are kept whatever the held-out rows
+  say (what the floor's choice costs or saves);
 - `cross-entropy`: the same with `--recipe cross-entropy`, the default before pairs (runs before
   the pairs recipe existed are recorded under this name: the code they ran is this recipe's);
 - `prefix`: the same with `--generator prefix` (one static prefix for every input);
@@ -52,7 +54,8 @@ def train_ipt(spec: dict, train_file: Path, method: str, seed: int, backbone: st
     from ipt_edge_export.train import TrainOptions, accuracies, train
 
     generator = {"default": {}, "prefix": {"generator": "prefix"}, "cross-entropy": {"recipe": "cross-entropy"},
-                 "anchor-1": {"pair_anchor": 1.0}, "anchor-0": {"pair_anchor": 0.0}}[method]  # fmt: skip
+                 "anchor-1": {"pair_anchor": 1.0}, "anchor-0": {"pair_anchor": 0.0},
+                 "no-floor": {"probe_floor": False}}[method]  # fmt: skip
     with tempfile.TemporaryDirectory() as scratch:
         options = TrainOptions(train_file, Path(scratch) / "ckpt", text_column=spec["text_column"],
                                text_pair_column=spec.get("text_pair_column"), seed=seed,
