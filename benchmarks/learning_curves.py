@@ -15,6 +15,9 @@ held-out test split:
   the prompts or the probe were kept);
 - `anchor-1`, `anchor-0`: the default with the pairs recipe's anchor at 1 or 0 instead of 0.5
   (export/pairs.py);
+- `accuracy-floor`: recorded runs of the default whose floor kept the probe on a lead of any size
+  on a small set's few held-out rows, before the floor asked for a significant lead
+  (export/train.py `probe_wins`); the default's runs that kept the prompts are the same under both;
 - `no-floor`: the default with `--no-probe-floor`: the prompts are kept whatever the held-out rows
   say (what the floor's choice costs or saves);
 - `cross-entropy`: the same with `--recipe cross-entropy`, the default before pairs (runs before

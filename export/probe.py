@@ -84,9 +84,12 @@ class LinearProbe:
             optimizer.step(loss)  # type: ignore[arg-type]
         return cls((w / scale).detach(), b.detach())  # w·(f/scale) + b = (w/scale)·f + b
 
+    def correct(self, features: torch.Tensor, labels: Sequence[int]) -> torch.Tensor:
+        """Whether each row's prediction is its label: [N] bool (the floor compares row by row)."""
+        return (features @ self.weight.T + self.bias).argmax(-1) == torch.tensor(list(labels))
+
     def accuracy(self, features: torch.Tensor, labels: Sequence[int]) -> float:
-        predicted = (features @ self.weight.T + self.bias).argmax(-1)
-        return (predicted == torch.tensor(list(labels))).float().mean().item()
+        return self.correct(features, labels).float().mean().item()
 
     @torch.no_grad()
     def into(self, model: IPTModel, drop_prefix: bool = True) -> None:

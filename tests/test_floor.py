@@ -31,15 +31,18 @@ def test_the_probe_separates_what_a_linear_head_can_and_ships_as_one():
 
 
 def test_a_probe_that_wins_on_dev_is_the_task_and_the_runtime_runs_it(
-    tiny_backbone, sentiment_files, tmp_path
+    tiny_backbone, sentiment_files, tmp_path, monkeypatch
 ):
+    def no_row_right(model, encoder, examples):  # prompts that get no dev row right
+        return torch.zeros(len(examples.labels), dtype=torch.bool)
+
+    monkeypatch.setattr(training, "correct_rows", no_row_right)
     train, dev = sentiment_files
     said = []
-    # One step at a tiny rate leaves the prompts untrained: the probe is at least as good on dev.
     options = training.TrainOptions(train, tmp_path / "ckpt", dev_file=dev, backbone=str(tiny_backbone),
-                                    prompt_length=4, steps=1, lr=1e-9)  # fmt: skip
+                                    prompt_length=4, steps=1)  # fmt: skip
     record = training.train(options, said.append)
-    assert record["kept"] == "probe" and record["probe_dev_accuracy"] >= record["dev_accuracy"]
+    assert record["kept"] == "probe" and record["probe_dev_accuracy"] > record["dev_accuracy"] == 0.0
     assert any("linear probe (frozen backbone, no prompt): dev accuracy" in line for line in said)
     assert any("the task is the probe" in line for line in said)
     config = read_checkpoint(tmp_path / "ckpt").config
@@ -50,9 +53,9 @@ def test_a_probe_that_wins_on_dev_is_the_task_and_the_runtime_runs_it(
 def test_prompts_that_beat_the_probe_are_kept_and_both_accuracies_are_printed(
     tiny_backbone, sentiment_files, tmp_path, monkeypatch
 ):
-    monkeypatch.setattr(
-        LinearProbe, "accuracy", lambda self, features, labels: 0.0
-    )  # a probe that never wins
+    monkeypatch.setattr(  # a probe that gets no row right
+        LinearProbe, "correct", lambda self, features, labels: torch.zeros(len(labels), dtype=torch.bool)
+    )
     train, dev = sentiment_files
     said = []
     record = training.train(
@@ -63,6 +66,25 @@ def test_prompts_that_beat_the_probe_are_kept_and_both_accuracies_are_printed(
     assert record["kept"] == "prompts" and record["probe_dev_accuracy"] == 0.0
     assert any(line.startswith("dev accuracy") and "linear probe 0.0000" in line for line in said)
     assert read_checkpoint(tmp_path / "again").config.prefix_from_layer == 0
+
+
+def rows(pattern: str):
+    return torch.tensor([c == "1" for c in pattern])
+
+
+def test_on_a_dev_split_the_probe_wins_with_any_lead():
+    assert training.probe_wins(rows("1100"), rows("1000"), few=False)
+    assert not training.probe_wins(rows("1100"), rows("0110"), few=False)  # a tie keeps the prompts
+
+
+def test_on_a_small_sets_few_held_out_rows_the_probe_must_win_beyond_noise():
+    # One or two rows ahead on a dozen is what chance gives: the prompts stay.
+    assert not training.probe_wins(rows("111111100000"), rows("111110000000"), few=True)
+    assert not training.probe_wins(rows("1111"), rows("1100"), few=True)  # 2 of 2 disagreements: p = 0.25
+    # Prompts that collapsed lose row after row: the probe is kept.
+    assert training.probe_wins(rows("1111"), rows("0000"), few=True)  # p = 1/16
+    assert training.probe_wins(rows("111111110000"), rows("100000010000"), few=True)  # 6 to 0: p = 1/64
+    assert not training.probe_wins(rows("0000"), rows("1111"), few=True)
 
 
 def test_without_dev_a_small_set_holds_rows_out_only_to_check_the_probe(
