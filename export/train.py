@@ -712,8 +712,11 @@ def train(options: TrainOptions, progress: Callable[[str], None] = print) -> dic
         progress(f"the linear probe does better on dev ({probe_dev:.4f} vs the task's "
                  f"{task_dev:.4f}): the task is the probe, a head on the frozen backbone with no prompt")  # fmt: skip
     elif probe_dev is not None and task_dev is not None:
-        noise = " (a lead within noise on so few rows: the prompts are kept)" if probe_dev > task_dev else ""
-        progress(f"dev accuracy {task_dev:.4f}, linear probe {probe_dev:.4f}{noise}")
+        why = ""
+        if probe_dev > task_dev:
+            why = (" (a lead within noise on so few rows: the prompts are kept)" if options.probe_floor
+                   else " (--no-probe-floor: the prompts are kept)")  # fmt: skip
+        progress(f"dev accuracy {task_dev:.4f}, linear probe {probe_dev:.4f}{why}")
     if kept == "prompts" and floor_only and recipe == "pairs" and dev_set and dev_features is not None:
         # The held-out rows chose the prompts; trained on pairs in seconds, they train again on every row.
         train_set = Examples(train_set.texts + dev_set.texts, train_set.labels + dev_set.labels)

@@ -115,7 +115,8 @@ def train(
         typer.Option(
             help="Fit the linear probe (logistic regression on the frozen backbone, seconds) first, print "
             "its dev accuracy beside the task's, and keep it instead of the prompts when it does better "
-            "on dev (on the few rows held out of a small set: by more than chance, a sign test). --no-probe-floor keeps the prompts whatever their dev accuracy."
+            "on dev (on the few rows held out of a small set: by more than chance, a sign test). "
+            "--no-probe-floor keeps the prompts whatever their dev accuracy."
         ),
     ] = True,
     recipe: Annotated[
