@@ -425,6 +425,7 @@ def prior_entropy(labels: Sequence[int]) -> float:
 class FitResult:
     best_state: dict | None  # the snapshot at the best dev accuracy (None without a dev set)
     best_dev: float | None
+    best_right: torch.Tensor | None  # [N] bool: the dev rows the best state gets right
     best_step: int
     steps: int
     seconds: float
@@ -487,6 +488,7 @@ def fit(
     lower = LowerStates(model, options.cache_mb << 20, dtype) if cached else None
     max_tokens = sys.maxsize if legacy else options.max_batch_tokens
     best_state, best_dev, best_step = None, -1.0, total_steps
+    best_right: torch.Tensor | None = None
     history: list[dict] = []
     stuck_at = STUCK_SHARE * prior_entropy(train_set.labels)
     recent: list[float] = []
@@ -530,10 +532,11 @@ def fit(
                 running_loss = recent[-1] if step == 1 else 0.98 * running_loss + 0.02 * recent[-1]
                 status = f"loss {running_loss:.4f}"
                 if dev_set and (step % eval_every == 0 or step == total_steps):
-                    accuracy = evaluate(model, encoder, dev_set)
+                    right = correct_rows(model, encoder, dev_set)
+                    accuracy = right.float().mean().item()
                     history.append({"step": step, "loss": round(running_loss, 4), "dev_accuracy": accuracy})
                     if accuracy > best_dev:
-                        best_dev, best_step = accuracy, step
+                        best_dev, best_right, best_step = accuracy, right, step
                         best_state = copy.deepcopy(snapshot())
                     progress.line(
                         f"step {step}/{total_steps}: loss {running_loss:.4f}, dev accuracy {accuracy:.4f}"
@@ -543,7 +546,8 @@ def fit(
                 progress.update(step, rows=rows_seen, status=status)
     model.eval()
     seconds = time.perf_counter() - started
-    return FitResult(best_state, best_dev if history else None, best_step, total_steps, seconds, history)
+    return FitResult(best_state, best_dev if history else None, best_right, best_step, total_steps, seconds,
+                     history)  # fmt: skip
 
 
 def start_from_pretrained_generator(model: IPTModel, checkpoint_dir: Path, backbone_sha256: str) -> None:
@@ -598,7 +602,7 @@ def fit_on_pairs(
         raise Diverged(str(why)) from why
     prompted = probe_features(model, encoder, train_set.texts, prompted=True)  # fp32, as the graphs will run
     LinearProbe.fit(prompted, train_set.labels, len(model.config.labels)).into(model, drop_prefix=False)
-    return FitResult(None, None, pairs.steps, pairs.steps, seconds, [])
+    return FitResult(None, None, None, pairs.steps, pairs.steps, seconds, [])
 
 
 UNKNOWN_BACKBONE_LR = 1e-2  # a backbone not in the packaged table: MPNet's, the safer of the two measured
@@ -694,7 +698,9 @@ def train(options: TrainOptions, progress: Callable[[str], None] = print) -> dic
             model = new_model()
     if result.best_state is not None:
         model.load_state_dict(result.best_state, strict=False)
-    task_right = correct_rows(model, encoder, dev_set) if dev_set else None  # the kept state's, row by row
+    task_right = result.best_right  # the kept state's dev rows, row by row: fit's, or counted here
+    if task_right is None and dev_set:
+        task_right = correct_rows(model, encoder, dev_set)
     task_dev = task_right.float().mean().item() if task_right is not None else None
     kept = "prompts"
     if (
