@@ -397,7 +397,7 @@ def main() -> None:
     parser.add_argument(
         "--methods",
         default="default,probe",
-        help="curves: default,cross-entropy,prefix,probe,setfit,finetune",
+        help="curves: default,cross-entropy,pairs,prefix,probe,setfit,finetune",
     )
     parser.add_argument(
         "--setfit-python", default="work/setfit-venv/bin/python", help="curves: SetFit's venv"

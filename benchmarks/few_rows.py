@@ -30,7 +30,8 @@ from accuracy import TASKS  # the split folders and their columns
 
 
 def subset(task: str, per_class: int, index: int, out: Path) -> Path:
-    """R rows of each label of the task's train.tsv, drawn with seed `index`, as a TSV."""
+    """R rows of each label of the task's train.tsv (all of a label's rows where it has fewer), drawn
+    with seed `index`, as a TSV."""
     from ipt_edge.tables import read_labelled
 
     spec = TASKS[task]
@@ -40,7 +41,11 @@ def subset(task: str, per_class: int, index: int, out: Path) -> Path:
     ):
         rows.setdefault(label, []).append(str(text))
     rng = random.Random(index)
-    picked = [(text, label) for label in sorted(rows) for text in rng.sample(rows[label], per_class)]
+    picked = [
+        (text, label)
+        for label in sorted(rows)
+        for text in rng.sample(rows[label], min(per_class, len(rows[label])))
+    ]
     rng.shuffle(picked)
     column = spec["text_column"]
     out.write_text(f"{column}\tlabel\n" + "".join(f"{text}\t{label}\n" for text, label in picked))

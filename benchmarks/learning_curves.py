@@ -22,6 +22,8 @@ held-out test split:
   say (what the floor's choice costs or saves);
 - `cross-entropy`: the same with `--recipe cross-entropy`, the default before pairs (runs before
   the pairs recipe existed are recorded under this name: the code they ran is this recipe's);
+- `pairs`: the same with `--recipe pairs`, the pairs recipe at any size (the default picks it under
+  100 rows per label);
 - `prefix`: the same with `--generator prefix` (one static prefix for every input);
 - `probe`: logistic regression (C = 1) on the frozen backbone's normalised mean-pooled embeddings
   (benchmarks/few_rows.py), trained in seconds;
@@ -56,7 +58,7 @@ def train_ipt(spec: dict, train_file: Path, method: str, seed: int, backbone: st
     from ipt_edge_export.checkpoint import model_from_checkpoint, read_checkpoint
     from ipt_edge_export.train import TrainOptions, accuracies, train
 
-    generator = {"default": {}, "prefix": {"generator": "prefix"}, "cross-entropy": {"recipe": "cross-entropy"},
+    generator = {"default": {}, "prefix": {"generator": "prefix"}, "cross-entropy": {"recipe": "cross-entropy"}, "pairs": {"recipe": "pairs"},
                  "anchor-1": {"pair_anchor": 1.0}, "anchor-0": {"pair_anchor": 0.0},
                  "no-floor": {"probe_floor": False}}[method]  # fmt: skip
     with tempfile.TemporaryDirectory() as scratch:

@@ -46,3 +46,21 @@ def test_the_curves_table_lists_the_whole_training_split_after_the_subset_sizes(
     rows = learning_curves.table(results).splitlines()[2:]
     assert [row.split(" | ")[2] for row in rows] == ["8", "64", "all"]
     assert rows[-1].endswith("| 2 | 65.0 (60.0–70.0) |")
+
+
+def test_a_subset_takes_every_row_of_a_label_that_has_fewer_than_asked(tmp_path, monkeypatch):
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import few_rows
+
+    rows = [f"common {i}\tcommon" for i in range(10)] + ["rare 0\trare", "rare 1\trare"]
+    (tmp_path / "train.tsv").write_text("text\tlabel\n" + "\n".join(rows) + "\n")
+    monkeypatch.setitem(few_rows.TASKS, "tiny", {"folder": str(tmp_path), "text_column": "text"})
+    drawn = few_rows.subset("tiny", 4, 0, tmp_path / "subset.tsv").read_text().splitlines()[1:]
+    labels = [line.split("\t")[1] for line in drawn]
+    assert sorted(labels) == ["common"] * 4 + ["rare"] * 2  # the rare label's 2 rows, not an error
+    assert (
+        few_rows.subset("tiny", 4, 0, tmp_path / "again.tsv").read_text()
+        == "text\tlabel\n" + "\n".join(drawn) + "\n"
+    )
